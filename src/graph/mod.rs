@@ -1,0 +1,124 @@
+//! The computation graph (CG): GENNAPE's representation adapted to ONNX. One node per primitive
+//! compute op, weights folded into their consumer as features, shape-only ops bypassed, explicit
+//! input and output nodes. See `docs/graph.md` for the rules and the label vocabulary.
+
+mod builder;
+pub mod hash;
+pub mod ops;
+pub mod shape;
+
+use std::collections::BTreeMap;
+
+use petgraph::graph::DiGraph;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use builder::{BuildOptions, build};
+
+/// One node of a computation graph with its GENNAPE-style features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CgNode {
+    /// Label in archdb's op vocabulary (`Conv`, `DepthwiseConv`, `ReLU6`, `Input`, …).
+    pub label: String,
+    /// The ONNX op type the node came from (empty for `Input`/`Output`).
+    pub op_type: String,
+    /// ONNX node (or graph input/output) name; informational, never hashed.
+    pub name: String,
+    /// Shape of the first data input (batch 1), when known.
+    pub input_shape: Option<Vec<i64>>,
+    /// Shape of the first output (batch 1), when known.
+    pub output_shape: Option<Vec<i64>>,
+    /// `[H_in, H_out, W_in, W_out, C_in, C_out]`, 0 where unknown.
+    pub resolution: [i64; 6],
+    /// Spatial kernel size of windowed ops (Conv, pools); empty otherwise.
+    pub kernel: Vec<i64>,
+    pub strides: Vec<i64>,
+    pub dilations: Vec<i64>,
+    /// Convolution groups (1 for other ops).
+    pub groups: i64,
+    /// Whether the op adds a learned bias.
+    pub bias: bool,
+    /// Shape of the folded weight tensor (Conv/Gemm/MatMul weights), when there is one.
+    pub weight_shape: Option<Vec<i64>>,
+    /// Trainable parameters folded into this node.
+    pub params: u64,
+    /// Multiply-accumulates of this node (including bypassed ops folded into it: none count).
+    pub macs: u64,
+    /// Control-flow op (If/Loop/Scan) whose subgraphs are recorded as this one node.
+    #[serde(default)]
+    pub subgraph: bool,
+}
+
+/// Whole-graph figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GraphSummary {
+    /// Elements of the floating-point weight tensors (BatchNorm running statistics excluded).
+    pub params: u64,
+    /// Multiply-accumulates of one forward pass at batch 1 (onnx-tool conventions).
+    pub macs: u64,
+    pub num_nodes: usize,
+    pub num_edges: usize,
+    /// Compute nodes on the longest input→output path.
+    pub depth: usize,
+    /// Shape of the first graph input, symbolic dims bound to 1.
+    pub input_shape: Vec<i64>,
+    /// CG label histogram (Input/Output excluded).
+    pub op_counts: BTreeMap<String, u64>,
+    /// Number of nodes in the ONNX graph after inlining local functions.
+    pub onnx_nodes: usize,
+    pub opset: Option<i64>,
+    pub ir_version: Option<i64>,
+    pub producer: String,
+    /// ONNX op types the registry does not know (shape unknown, MACs 0).
+    pub unknown_ops: Vec<String>,
+    /// CG nodes whose output shape could not be inferred.
+    pub unknown_shapes: usize,
+}
+
+/// A computation graph: nodes in topological order and their featureless directed edges.
+#[derive(Debug, Clone)]
+pub struct CompGraph {
+    pub graph: DiGraph<CgNode, ()>,
+    pub summary: GraphSummary,
+}
+
+impl CompGraph {
+    /// Edges as `(source, target)` node-index pairs.
+    pub fn edge_list(&self) -> Vec<[u32; 2]> {
+        self.graph
+            .raw_edges()
+            .iter()
+            .map(|e| [e.source().index() as u32, e.target().index() as u32])
+            .collect()
+    }
+
+    /// Graphviz rendering for `?format=dot`.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from(
+            "digraph cg {\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\"];\n",
+        );
+        for idx in self.graph.node_indices() {
+            let n = &self.graph[idx];
+            let shape = n
+                .output_shape
+                .as_ref()
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|| "?".into());
+            out.push_str(&format!(
+                "  n{} [label=\"{}\\n{}\"];\n",
+                idx.index(),
+                n.label.replace('"', "'"),
+                shape
+            ));
+        }
+        for e in self.graph.raw_edges() {
+            out.push_str(&format!(
+                "  n{} -> n{};\n",
+                e.source().index(),
+                e.target().index()
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
+}

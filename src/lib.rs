@@ -1,0 +1,13 @@
+//! archdb: store, query and predict the performance of neural architectures.
+//!
+//! Layout: [`onnx`] decodes models, [`graph`] turns them into computation graphs (features,
+//! MACs, canonical hash), [`db`] stores them in PostgreSQL, [`http`] serves the REST API,
+//! [`cli`] is the `archdb` command line.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod graph;
+pub mod http;
+pub mod ingest;
+pub mod onnx;
