@@ -5,7 +5,6 @@
 //! [`cli`] is the `archdb` command line.
 
 pub mod cli;
-pub mod config;
 pub mod db;
 pub mod graph;
 pub mod http;

@@ -1,17 +1,18 @@
-fn main() {
-    let path = std::env::args().nth(1).unwrap();
-    let bytes = std::fs::read(&path).unwrap();
-    let t = std::time::Instant::now();
-    let r = archdb::ingest::ingest(bytes.into(), Default::default());
-    match r {
-        Ok(i) => {
-            eprintln!("{:?}", t.elapsed());
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&i.graph.summary).unwrap()
-            );
-            println!("{}", i.graph_hash);
-        }
-        Err(e) => println!("error: {e}"),
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("archdb=info,tower_http=info"));
+    let json = std::env::var("ARCHDB_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
+    archdb::cli::run(archdb::cli::Cli::parse()).await
 }

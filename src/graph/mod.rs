@@ -91,34 +91,26 @@ impl CompGraph {
             .map(|e| [e.source().index() as u32, e.target().index() as u32])
             .collect()
     }
+}
 
-    /// Graphviz rendering for `?format=dot`.
-    pub fn to_dot(&self) -> String {
-        let mut out = String::from(
-            "digraph cg {\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\"];\n",
-        );
-        for idx in self.graph.node_indices() {
-            let n = &self.graph[idx];
-            let shape = n
-                .output_shape
-                .as_ref()
-                .map(|s| format!("{s:?}"))
-                .unwrap_or_else(|| "?".into());
-            out.push_str(&format!(
-                "  n{} [label=\"{}\\n{}\"];\n",
-                idx.index(),
-                n.label.replace('"', "'"),
-                shape
-            ));
-        }
-        for e in self.graph.raw_edges() {
-            out.push_str(&format!(
-                "  n{} -> n{};\n",
-                e.source().index(),
-                e.target().index()
-            ));
-        }
-        out.push_str("}\n");
-        out
+/// Graphviz rendering of a computation graph (`?format=dot`).
+pub fn to_dot(nodes: &[CgNode], edges: &[[u32; 2]]) -> String {
+    let mut out =
+        String::from("digraph cg {\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\"];\n");
+    for (i, n) in nodes.iter().enumerate() {
+        let shape = n
+            .output_shape
+            .as_ref()
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| "?".into());
+        out.push_str(&format!(
+            "  n{i} [label=\"{}\\n{shape}\"];\n",
+            n.label.replace('"', "'")
+        ));
     }
+    for [a, b] in edges {
+        out.push_str(&format!("  n{a} -> n{b};\n"));
+    }
+    out.push_str("}\n");
+    out
 }

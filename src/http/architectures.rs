@@ -1,0 +1,307 @@
+//! `/v1/architectures`: upload ONNX models, list, fetch, export and delete architectures.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::ApiContext;
+use super::error::{Error, Problem, Result};
+use crate::db::architectures::{
+    self as store, Alias, Architecture, ListFilter, NewArchitecture, SortKey, StoredGraph,
+};
+use crate::graph::{self, BuildOptions};
+use crate::ingest;
+
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(create_architecture, list_architectures))
+        .routes(routes!(get_architecture, delete_architecture))
+        .routes(routes!(get_graph))
+        .routes(routes!(get_onnx))
+}
+
+/// Uploads an ONNX model. The body is the raw ONNX file (`application/octet-stream`), or
+/// `multipart/form-data` with a `file` part and optional `name`, `family`, `source` fields.
+/// Answers 201 with the new architecture, or 200 with the existing one when the same
+/// computation graph (same canonical hash) is already stored.
+#[utoipa::path(post, path = "/v1/architectures", tag = "architectures",
+    params(NewArchitecture),
+    request_body(content(
+        (Vec<u8> = "application/octet-stream"),
+        (UploadForm = "multipart/form-data"))),
+    responses(
+        (status = 201, description = "stored", body = Architecture),
+        (status = 200, description = "already stored (same graph hash)", body = Architecture),
+        (status = 400, description = "not ONNX, truncated or empty", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "missing or wrong bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body or node count over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid graph (cycle, dangling input)", body = Problem, content_type = "application/problem+json")))]
+async fn create_architecture(
+    State(ctx): State<ApiContext>,
+    query: Result<Query<NewArchitecture>, QueryRejection>,
+    request: Request,
+) -> Result<Response> {
+    let Query(mut meta) = query?;
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let body = if is_multipart {
+        read_multipart(Multipart::from_request(request, &ctx).await?, &mut meta).await?
+    } else {
+        Bytes::from_request(request, &ctx).await?
+    };
+    let options = BuildOptions {
+        max_nodes: ctx.config.max_nodes,
+    };
+    let ingested = tokio::task::spawn_blocking(move || ingest::ingest(body, options))
+        .await
+        .map_err(|e| Error::Internal(e.into()))??;
+    let (arch, created) = store::insert(&ctx.pool, &ingested, &meta).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/v1/architectures/{}", arch.id);
+    Ok((status, [(header::LOCATION, location)], Json(arch)).into_response())
+}
+
+/// The multipart form of an upload.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the multipart body for OpenAPI only
+struct UploadForm {
+    /// The ONNX file.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+    name: Option<String>,
+    family: Option<String>,
+    source: Option<String>,
+}
+
+async fn read_multipart(mut form: Multipart, meta: &mut NewArchitecture) -> Result<Bytes> {
+    let mut file = None;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| Error::Rejection(e.status(), e.body_text()))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| Error::Rejection(e.status(), e.body_text()))?;
+        let text = || {
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| Error::BadRequest(format!("form field `{name}` is not UTF-8")))
+        };
+        match name.as_str() {
+            "file" => file = Some(bytes.clone()),
+            "name" => meta.name = Some(text()?),
+            "family" => meta.family = Some(text()?),
+            "source" => meta.source = Some(text()?),
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "unknown form field `{name}` (expected file, name, family, source)"
+                )));
+            }
+        }
+    }
+    file.ok_or_else(|| Error::BadRequest("the multipart form has no `file` part".into()))
+}
+
+/// Listing filters; every filter narrows the result.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    family: Option<String>,
+    /// Op label that must occur in the graph (repeatable: all must occur), e.g. `DepthwiseConv`.
+    #[serde(default)]
+    op: Vec<String>,
+    min_params: Option<i64>,
+    max_params: Option<i64>,
+    min_macs: Option<i64>,
+    max_macs: Option<i64>,
+    /// `id`, `params`, `macs`, `depth` or `num_nodes`; prefix `-` for descending.
+    sort: Option<String>,
+    /// Page size, 1–1000 (default 50).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of architectures.
+#[derive(Serialize, ToSchema)]
+struct ArchitecturePage {
+    items: Vec<Architecture>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Lists architectures with filters, sorting and cursor pagination.
+#[utoipa::path(get, path = "/v1/architectures", tag = "architectures", params(ListQuery),
+    responses((status = 200, body = ArchitecturePage),
+              (status = 400, body = Problem, content_type = "application/problem+json")))]
+async fn list_architectures(
+    State(ctx): State<ApiContext>,
+    query: Result<axum_extra::extract::Query<ListQuery>, axum_extra::extract::QueryRejection>,
+) -> Result<Json<ArchitecturePage>> {
+    let q = query?.0;
+    let (sort, descending) = match q.sort.as_deref() {
+        None => (SortKey::Id, false),
+        Some(s) => {
+            let (desc, key) = s.strip_prefix('-').map_or((false, s), |k| (true, k));
+            let key: SortKey = serde_json::from_value(serde_json::Value::String(key.to_string()))
+                .map_err(|_| {
+                Error::BadRequest(format!(
+                    "unknown sort key `{key}` (id, params, macs, depth, num_nodes)"
+                ))
+            })?;
+            (key, desc)
+        }
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(Error::BadRequest("limit must be between 1 and 1000".into()));
+    }
+    let after = q.cursor.as_deref().map(parse_cursor).transpose()?;
+    let filter = ListFilter {
+        family: q.family,
+        ops: q.op,
+        min_params: q.min_params,
+        max_params: q.max_params,
+        min_macs: q.min_macs,
+        max_macs: q.max_macs,
+        sort,
+        descending,
+        after,
+        limit,
+    };
+    let (items, next) = store::list(&ctx.pool, &filter).await?;
+    Ok(Json(ArchitecturePage {
+        items,
+        next_cursor: next.map(|(v, id)| format!("{v}.{id}")),
+    }))
+}
+
+fn parse_cursor(c: &str) -> Result<(i64, i64)> {
+    let bad = || {
+        Error::BadRequest(format!(
+            "invalid cursor `{c}`: pass next_cursor from the previous page"
+        ))
+    };
+    let (v, id) = c.rsplit_once('.').ok_or_else(bad)?;
+    Ok((
+        v.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// An architecture with its aliases.
+#[derive(Serialize, ToSchema)]
+struct ArchitectureDetail {
+    #[serde(flatten)]
+    architecture: Architecture,
+    aliases: Vec<Alias>,
+}
+
+async fn find(ctx: &ApiContext, id: Result<Path<i64>, PathRejection>) -> Result<Architecture> {
+    let Path(id) = id?;
+    store::get(&ctx.pool, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))
+}
+
+/// One architecture.
+#[utoipa::path(get, path = "/v1/architectures/{id}", tag = "architectures", params(("id" = i64, Path)),
+    responses((status = 200, body = ArchitectureDetail), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_architecture(
+    State(ctx): State<ApiContext>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<ArchitectureDetail>> {
+    let architecture = find(&ctx, id).await?;
+    let aliases = store::aliases(&ctx.pool, architecture.id).await?;
+    Ok(Json(ArchitectureDetail {
+        architecture,
+        aliases,
+    }))
+}
+
+/// Deletes an architecture with its graph, ONNX and aliases.
+#[utoipa::path(delete, path = "/v1/architectures/{id}", tag = "architectures", params(("id" = i64, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn delete_architecture(
+    State(ctx): State<ApiContext>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<StatusCode> {
+    let Path(id) = id?;
+    if store::delete(&ctx.pool, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound(format!("no architecture with id {id}")))
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct GraphQuery {
+    /// `json` (default) or `dot` (Graphviz).
+    format: Option<String>,
+}
+
+/// The computation graph: nodes with features (topological order) and edges; `?format=dot`
+/// renders it for Graphviz.
+#[utoipa::path(get, path = "/v1/architectures/{id}/graph", tag = "architectures", params(("id" = i64, Path), GraphQuery),
+    responses((status = 200, body = StoredGraph), (status = 200, description = "Graphviz", content_type = "text/vnd.graphviz", body = String),
+              (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_graph(
+    State(ctx): State<ApiContext>,
+    id: Result<Path<i64>, PathRejection>,
+    query: Result<Query<GraphQuery>, QueryRejection>,
+) -> Result<Response> {
+    let Query(q) = query?;
+    let arch = find(&ctx, id).await?;
+    let stored = store::graph(&ctx.pool, arch.id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("architecture {} has no graph", arch.id)))?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(stored).into_response()),
+        Some("dot") => Ok((
+            [(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")],
+            graph::to_dot(&stored.nodes, &stored.edges),
+        )
+            .into_response()),
+        Some(other) => Err(Error::BadRequest(format!(
+            "unknown format `{other}` (json, dot)"
+        ))),
+    }
+}
+
+/// The stored ONNX model (weight payloads stripped, dims kept).
+#[utoipa::path(get, path = "/v1/architectures/{id}/onnx", tag = "architectures", params(("id" = i64, Path)),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_onnx(
+    State(ctx): State<ApiContext>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response> {
+    let arch = find(&ctx, id).await?;
+    let bytes = store::onnx(&ctx.pool, arch.id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("architecture {} has no ONNX", arch.id)))?;
+    let disposition = format!("attachment; filename=\"architecture-{}.onnx\"", arch.id);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
