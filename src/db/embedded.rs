@@ -125,6 +125,11 @@ impl EmbeddedPostgres {
         }
     }
 
+    /// Leaves the server running when this handle is dropped (shared clusters, e.g. in tests).
+    pub fn detach(&mut self) {
+        self.owned = false;
+    }
+
     fn data_str(&self) -> String {
         self.data_dir.to_string_lossy().into_owned()
     }

@@ -352,7 +352,15 @@ impl<'g> Walk<'g> {
             || matches!(label, "BatchNorm" | "InstanceNorm" | "GroupNorm" | "Resize");
         let (h_in, w_in, c_in) = hwc(input_shape.as_deref(), channel_first);
         let (h_out, w_out, c_out) = hwc(output_shape.as_deref(), channel_first);
-        let label = refine_label(label, ctx, groups, c_in, weight_shape.is_some());
+        let label = refine_label(
+            label,
+            ctx,
+            groups,
+            c_in,
+            weight_shape.is_some(),
+            input_shape.as_deref(),
+            output_shape.as_deref(),
+        );
         let bias = match op {
             "Conv" | "ConvTranspose" | "Gemm" | "LayerNormalization" => ctx.has_input(2),
             "BatchNormalization" => true,
@@ -479,16 +487,25 @@ fn hwc(shape: Option<&[i64]>, channel_first: bool) -> (i64, i64, i64) {
     }
 }
 
-/// Labels that depend on attributes or constants: depthwise convolutions, ReLU6 clips, and
-/// MatMuls with a folded weight (linear layers).
+/// Labels that depend on attributes, constants or shapes: depthwise convolutions, ReLU6 clips,
+/// MatMuls with a folded weight (linear layers), and spatial means (the dynamo exporter's
+/// `ReduceMean` over H, W is a global average pool).
 fn refine_label(
     label: &'static str,
     ctx: &NodeCtx,
     groups: i64,
     c_in: i64,
     weighted: bool,
+    input: Option<&[i64]>,
+    output: Option<&[i64]>,
 ) -> &'static str {
     match label {
+        "ReduceMean" => match (input, output) {
+            (Some([n, c, _, _]), Some([n2, c2, 1, 1] | [n2, c2])) if n == n2 && c == c2 => {
+                "GlobalAvgPool"
+            }
+            _ => "ReduceMean",
+        },
         "Conv" if groups > 1 && groups == c_in => "DepthwiseConv",
         "Clip" => {
             let bound = |input: usize, attr: &str| -> Option<f64> {

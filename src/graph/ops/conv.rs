@@ -270,7 +270,14 @@ fn infer_global_pool(ctx: &NodeCtx) -> Vec<TensorInfo> {
     vec![TensorInfo::shaped(shape)]
 }
 
-/// Global pool MACs (onnx-tool): one operation per input element.
-fn global_pool_macs(ctx: &NodeCtx, _: &[TensorInfo]) -> u64 {
-    ctx.shape(0).map_or(0, volume)
+/// Global pool MACs: onnx-tool's GlobalAveragePool is one ADD per input element plus one DIV
+/// (4) per output; max and Lp pools (not profiled by onnx-tool) count the input elements.
+fn global_pool_macs(ctx: &NodeCtx, outputs: &[TensorInfo]) -> u64 {
+    let input = ctx.shape(0).map_or(0, volume);
+    let divisions = if ctx.node.op_type() == "GlobalAveragePool" {
+        out_volume(outputs, 0).saturating_mul(4)
+    } else {
+        0
+    };
+    input.saturating_add(divisions)
 }

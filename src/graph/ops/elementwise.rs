@@ -1,6 +1,7 @@
 //! Broadcasting binary and variadic elementwise ops. Their values are propagated for small
 //! constant tensors, because exporters build shapes with integer arithmetic.
 
+use super::activation::{DIV, EXP};
 use super::{OpDef, Role, out_volume};
 use crate::graph::shape::{NodeCtx, TensorInfo, broadcast, broadcast_values};
 
@@ -154,8 +155,19 @@ fn infer_broadcast(ctx: &NodeCtx) -> Vec<TensorInfo> {
     }]
 }
 
-/// Broadcast ops (onnx-tool): one operation per output element per extra operand.
+/// Broadcast ops (onnx-tool): a per-op cost per output element, whatever the operand count
+/// (onnx-tool's intended per-operand factor is never applied), except variadic `Sum`/`Mean`.
 fn broadcast_macs(ctx: &NodeCtx, outputs: &[TensorInfo]) -> u64 {
     let operands = ctx.node.input.iter().filter(|n| !n.is_empty()).count() as u64;
-    out_volume(outputs, 0).saturating_mul(operands.saturating_sub(1).max(1))
+    let adds = operands.saturating_sub(1).max(1);
+    let cost = match ctx.node.op_type() {
+        "Div" => DIV,
+        "Pow" => EXP,
+        "PRelu" => 2,
+        "Where" => 0,
+        "Sum" => adds,
+        "Mean" => adds + DIV,
+        _ => 1,
+    };
+    out_volume(outputs, 0).saturating_mul(cost)
 }

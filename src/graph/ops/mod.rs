@@ -105,10 +105,12 @@ pub(crate) fn volume(shape: &[i64]) -> u64 {
         .fold(1u64, |acc, &d| acc.saturating_mul(d.max(0) as u64))
 }
 
-/// Elements of output `i`, 0 when unknown.
+/// Elements of output `i` for MAC counting: 0 when unknown, and 0 for scalars, as onnx-tool
+/// counts them (its `volume([])` is 0).
 pub(crate) fn out_volume(outputs: &[TensorInfo], i: usize) -> u64 {
     outputs
         .get(i)
         .and_then(|t| t.shape.as_deref())
+        .filter(|s| !s.is_empty())
         .map_or(0, volume)
 }

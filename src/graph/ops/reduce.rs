@@ -123,7 +123,16 @@ fn infer_topk(ctx: &NodeCtx) -> Vec<TensorInfo> {
     vec![TensorInfo::shaped(shape.clone()), TensorInfo::shaped(shape)]
 }
 
-/// Reductions (onnx-tool): one operation per input element.
+/// Reductions (onnx-tool): one operation per input element (ReduceL2: 25, a square root
+/// included); arg/top-k selections cost nothing, CumSum one per output.
 fn reduce_macs(ctx: &NodeCtx, outputs: &[TensorInfo]) -> u64 {
-    ctx.shape(0).map_or_else(|| out_volume(outputs, 0), volume)
+    let per_input = match ctx.node.op_type() {
+        "ArgMax" | "ArgMin" | "TopK" => return 0,
+        "CumSum" => return out_volume(outputs, 0),
+        "ReduceL2" => 25,
+        "ReduceSumSquare" => 2,
+        "ReduceLogSumExp" => 33,
+        _ => 1,
+    };
+    ctx.shape(0).map_or(0, volume).saturating_mul(per_input)
 }

@@ -2,7 +2,7 @@
 //! constants, and control flow (recorded as one opaque node).
 
 use super::{OpDef, Role, no_macs, out_volume, same_as_input, volume};
-use crate::graph::shape::{MAX_TRACKED_VALUES, NodeCtx, TensorInfo, broadcast, norm_axis};
+use crate::graph::shape::{MAX_TRACKED_VALUES, NodeCtx, TensorInfo, broadcast, norm_axis, strides};
 use crate::onnx::tensor_values;
 
 macro_rules! op {
@@ -183,16 +183,79 @@ fn infer_unsqueeze(ctx: &NodeCtx) -> Vec<TensorInfo> {
 }
 
 fn infer_transpose(ctx: &NodeCtx) -> Vec<TensorInfo> {
-    let shape = ctx.shape(0).and_then(|x| {
-        let perm: Vec<i64> = match ctx.attr_ints("perm") {
-            Some(p) if !p.is_empty() => p.to_vec(),
-            _ => (0..x.len() as i64).rev().collect(),
+    let info = ctx.shape(0).and_then(|x| {
+        let perm: Vec<usize> = match ctx.attr_ints("perm") {
+            Some(p) if !p.is_empty() => p
+                .iter()
+                .map(|&a| usize::try_from(a).ok())
+                .collect::<Option<_>>()?,
+            _ => (0..x.len()).rev().collect(),
         };
-        perm.iter()
-            .map(|&p| x.get(usize::try_from(p).ok()?).copied())
-            .collect()
+        let shape: Vec<i64> = perm
+            .iter()
+            .map(|&p| x.get(p).copied())
+            .collect::<Option<_>>()?;
+        // Exporters transpose pad vectors: input axis `perm[i]` is output axis `i`.
+        let value = ctx.value(0).and_then(|v| {
+            let mut inverse = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p] = i;
+            }
+            gather_values_with(v, x, &shape, |out_coord, in_axis| {
+                out_coord[inverse[in_axis]]
+            })
+        });
+        Some(TensorInfo {
+            shape: Some(shape),
+            value,
+        })
     });
-    vec![TensorInfo::shaped(shape)]
+    vec![info.unwrap_or_default()]
+}
+
+/// Values of an output tensor whose coordinate on each axis maps to one input coordinate on the
+/// same axis (slicing).
+fn gather_values(
+    values: &[f64],
+    in_shape: &[i64],
+    out_shape: &[i64],
+    map: impl Fn(usize, i64) -> i64,
+) -> Option<Vec<f64>> {
+    gather_values_with(values, in_shape, out_shape, |out_coord, axis| {
+        map(axis, out_coord[axis])
+    })
+}
+
+/// Values of an output tensor where each input coordinate is computed from the whole output
+/// coordinate (slicing, transposition).
+fn gather_values_with(
+    values: &[f64],
+    in_shape: &[i64],
+    out_shape: &[i64],
+    map: impl Fn(&[i64], usize) -> i64,
+) -> Option<Vec<f64>> {
+    let n = volume(out_shape);
+    if n > MAX_TRACKED_VALUES || values.len() as u64 != volume(in_shape) {
+        return None;
+    }
+    let in_strides = strides(in_shape);
+    let mut coord = vec![0i64; out_shape.len()];
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let mut idx = 0usize;
+        for (axis, &stride) in in_strides.iter().enumerate() {
+            idx += usize::try_from(map(&coord, axis)).ok()? * stride;
+        }
+        out.push(*values.get(idx)?);
+        for axis in (0..coord.len()).rev() {
+            coord[axis] += 1;
+            if coord[axis] < out_shape[axis] {
+                break;
+            }
+            coord[axis] = 0;
+        }
+    }
+    Some(out)
 }
 
 fn infer_expand(ctx: &NodeCtx) -> Vec<TensorInfo> {
@@ -407,15 +470,10 @@ fn infer_slice(ctx: &NodeCtx) -> Vec<TensorInfo> {
                 }
             })
             .collect();
-        let value = (x.len() == 1)
-            .then(|| {
-                let v = ctx.value(0)?;
-                let (s, _, st) = ranges[0];
-                (0..shape[0])
-                    .map(|i| v.get((s + i * st) as usize).copied())
-                    .collect::<Option<Vec<_>>>()
-            })
-            .flatten();
+        // Values of any rank: output coordinate c on an axis reads input coordinate start + c·step.
+        let value = ctx.value(0).and_then(|v| {
+            gather_values(v, x, &shape, |axis, c| ranges[axis].0 + c * ranges[axis].2)
+        });
         Some(TensorInfo {
             shape: Some(shape),
             value,
