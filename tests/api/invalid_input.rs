@@ -1,66 +1,20 @@
 //! Bad input gets a clear 4xx problem+json, leaves nothing behind, and the server keeps serving.
 
 use archdb::http::ServeConfig;
-use archdb::onnx::proto::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto,
-};
-use prost::Message;
+use archdb::onnx::proto::NodeProto;
 
 use crate::common::{TestApp, fixture, spawn_app, spawn_app_with};
-
-fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    use archdb::onnx::proto::tensor_shape_proto::{Dimension, dimension};
-    use archdb::onnx::proto::{TensorShapeProto, type_proto};
-    let shape = TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|&d| Dimension {
-                value: Some(dimension::Value::DimValue(d)),
-                ..Default::default()
-            })
-            .collect(),
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(1),
-                shape: Some(shape),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-    NodeProto {
-        op_type: Some(op.into()),
-        name: Some(format!("{op}_{}", outputs.join("_"))),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
+use crate::models::{self, node};
 
 /// A model `x → nodes → y` at opset 17.
 fn model(nodes: Vec<NodeProto>) -> Vec<u8> {
-    ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(17),
-        }],
-        graph: Some(GraphProto {
-            name: Some("g".into()),
-            node: nodes,
-            input: vec![value("x", &[1, 3, 8, 8])],
-            output: vec![value("y", &[1, 3, 8, 8])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    models::encode(&models::model(
+        17,
+        nodes,
+        &[1, 3, 8, 8],
+        &[1, 3, 8, 8],
+        vec![],
+    ))
 }
 
 async fn assert_problem(app: &TestApp, bytes: Vec<u8>, status: u16, detail_contains: &str) {

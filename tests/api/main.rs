@@ -1,7 +1,11 @@
 //! Integration tests through HTTP on a real PostgreSQL with real ONNX files.
 
 mod architectures;
+mod cli;
 mod common;
+mod embedded;
+mod graph;
 mod invalid_input;
+mod models;
 mod openapi;
 mod zoo;

@@ -114,3 +114,34 @@ pub(crate) fn out_volume(outputs: &[TensorInfo], i: usize) -> u64 {
         .filter(|s| !s.is_empty())
         .map_or(0, volume)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_label_is_documented() {
+        let doc = include_str!("../../../docs/graph.md");
+        for label in super::vocabulary() {
+            assert!(
+                doc.contains(&format!("`{label}`")),
+                "docs/graph.md does not list `{label}`"
+            );
+        }
+    }
+
+    #[test]
+    fn op_types_are_registered_once() {
+        let count: usize = [
+            super::activation::OPS,
+            super::conv::OPS,
+            super::elementwise::OPS,
+            super::linear::OPS,
+            super::norm::OPS,
+            super::reduce::OPS,
+            super::tensor::OPS,
+        ]
+        .iter()
+        .map(|t| t.len())
+        .sum();
+        assert_eq!(count, super::all().len());
+    }
+}

@@ -1,0 +1,88 @@
+//! ONNX generators for NAS benchmark search spaces: every architecture of NAS-Bench-201 (the
+//! NATS-Bench topology space) and of NAS-Bench-Macro as the real network it names, written with
+//! the same prost types the parser reads, so that benchmark tables can be joined to computation
+//! graphs. See `docs/search-spaces.md` for the networks layer by layer and how they were checked
+//! against the official parameter and FLOP counts.
+
+pub mod builder;
+pub mod nb201;
+pub mod nb_macro;
+
+use std::path::Path;
+
+use prost::Message;
+
+use crate::onnx::proto::ModelProto;
+
+pub use nb201::{verify_nb201_csv, NB201_DATASETS, Nb201Op, nb201_arch_strings, nb201_model, parse_nb201_arch};
+pub use nb_macro::{verify_nb_macro_csv, MacroOp, nb_macro_arch_strings, nb_macro_model, parse_nb_macro_arch};
+
+/// Why an architecture string does not name a network of its search space.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// Not an NB201 cell string `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`.
+    #[error("invalid NAS-Bench-201 architecture '{arch}': {reason}")]
+    Nb201Arch { arch: String, reason: String },
+    /// Not an 8-digit NAS-Bench-Macro code over `0`/`1`/`2`.
+    #[error("invalid NAS-Bench-Macro architecture '{arch}': {reason}")]
+    MacroArch { arch: String, reason: String },
+    /// A generator parameter outside what the network supports (classes, resolution).
+    #[error("invalid generator option: {0}")]
+    Option(String),
+}
+
+/// Encodes a model as ONNX protobuf bytes and writes it to `path`: the files `archdb generate`
+/// produces, readable by `archdb ingest` and other ONNX tools.
+pub fn write_model(model: &ModelProto, path: impl AsRef<Path>) -> std::io::Result<()> {
+    std::fs::write(path, model.encode_to_vec())
+}
+
+/// Whether `count / 1e6` written with 6 significant digits equals `official_m`, a value that was
+/// itself printed with 6 significant digits (Python `%.6g`). The NB201 tables publish parameters
+/// in millions that way, so this is what "exactly equal" can mean for them: exact below 1 M
+/// parameters, to the nearest 10 above.
+pub fn equal_at_6_significant(count: u64, official_m: f64) -> bool {
+    format!("{:.5e}", count as f64 / 1e6) == format!("{official_m:.5e}")
+}
+
+/// Result of checking generated networks against an official table.
+#[derive(Debug, Clone, Default)]
+pub struct Verification {
+    /// Rows (architecture × column) compared.
+    pub compared: usize,
+    /// Rows where the generated figure equals the official one (at the table's precision).
+    pub matched: usize,
+    /// Largest |generated − official|, in the table's unit (NB201 parameters are compared in
+    /// parameters, although its table is in millions).
+    pub max_abs_diff: f64,
+    /// The first mismatches: `(arch, column, generated, official)`.
+    pub mismatches: Vec<(String, String, f64, f64)>,
+}
+
+impl Verification {
+    /// Records one comparison.
+    pub fn record(&mut self, arch: &str, column: &str, ours: f64, official: f64, equal: bool) {
+        self.compared += 1;
+        self.max_abs_diff = self.max_abs_diff.max((ours - official).abs());
+        if equal {
+            self.matched += 1;
+        } else if self.mismatches.len() < 20 {
+            self.mismatches
+                .push((arch.to_string(), column.to_string(), ours, official));
+        }
+    }
+}
+
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// The text of a gzip file, through the system `gzip` (archdb has no gzip dependency).
+    pub fn gunzip(path: &str) -> String {
+        let out = std::process::Command::new("gzip")
+            .args(["-dc", path])
+            .output()
+            .expect("run gzip");
+        assert!(out.status.success(), "gzip -dc {path} failed");
+        String::from_utf8(out.stdout).expect("UTF-8 CSV")
+    }
+}

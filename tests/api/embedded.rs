@@ -1,0 +1,56 @@
+//! The embedded default: archdb runs its own PostgreSQL cluster from the installed binaries,
+//! reuses it on the next start and stops it on shutdown.
+
+use std::path::Path;
+
+use archdb::db::{Database, DbConfig, EmbeddedPostgres};
+
+#[tokio::test]
+async fn embedded_cluster_starts_persists_and_stops() {
+    let root =
+        std::env::temp_dir().join(format!("archdb-embedded-{}", uuid::Uuid::new_v4().simple()));
+    let config = DbConfig {
+        database_url: None,
+        data_dir: root.clone(),
+        pg_bin: None,
+        pool_size: 2,
+    };
+    let socket = root.join("run/.s.PGSQL.5432");
+
+    let db = Database::connect(&config).await.expect("embedded cluster");
+    let migrations: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(migrations >= 1);
+    sqlx::query("create table persisted (v int)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("insert into persisted values (42)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(socket.exists());
+    db.close().await;
+    assert!(!socket.exists(), "the server stops on shutdown");
+
+    let db = Database::connect(&config).await.expect("restart");
+    let v: i32 = sqlx::query_scalar("select v from persisted")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(v, 42, "the cluster is reused");
+    db.close().await;
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn missing_binaries_give_one_clear_message() {
+    let err = EmbeddedPostgres::start(
+        &std::env::temp_dir().join("archdb-nobin"),
+        Some(Path::new("/nonexistent/bin")),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("has no initdb"), "{err}");
+}
