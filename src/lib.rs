@@ -10,3 +10,4 @@ pub mod graph;
 pub mod http;
 pub mod ingest;
 pub mod onnx;
+pub mod testing;

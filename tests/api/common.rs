@@ -1,14 +1,9 @@
-//! Test harness: the real application on a real PostgreSQL, one fresh database per test.
-//! `DATABASE_URL` names the server when set; otherwise archdb's embedded cluster is started
-//! (once, shared by all test processes) under the system temp dir.
+//! Test harness: the real application on a real PostgreSQL, one fresh database per test
+//! (see `archdb::testing`).
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
 
-use archdb::db::{Database, EmbeddedPostgres};
-use archdb::http::{ApiContext, ServeConfig, app};
-use sqlx::postgres::PgConnectOptions;
+use archdb::http::ServeConfig;
 
 pub struct TestApp {
     pub base: String,
@@ -62,49 +57,6 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
-    let db = Database::connect_with(fresh_database(), 8, None)
-        .await
-        .expect("test database");
-    let ctx = ApiContext {
-        pool: db.pool.clone(),
-        config: Arc::new(config),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app(ctx)).await });
-    TestApp {
-        base,
-        client: reqwest::Client::new(),
-        pool: db.pool,
-    }
-}
-
-/// Connection options for a new, uniquely named database.
-pub fn fresh_database() -> PgConnectOptions {
-    let name = format!("archdb_test_{}", uuid::Uuid::new_v4().simple());
-    server_options().database(&name)
-}
-
-fn server_options() -> PgConnectOptions {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        return PgConnectOptions::from_str(&url).expect("DATABASE_URL");
-    }
-    static CLUSTER: OnceLock<EmbeddedPostgres> = OnceLock::new();
-    CLUSTER
-        .get_or_init(|| {
-            let root = std::env::temp_dir().join("archdb-test-cluster");
-            std::fs::create_dir_all(&root).unwrap();
-            // Test processes (nextest runs one per test) start the shared cluster one at a time.
-            let lock = std::fs::File::create(root.join("start.lock")).unwrap();
-            // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
-            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-            let mut pg =
-                EmbeddedPostgres::start(&root, None).expect("embedded PostgreSQL for tests");
-            // Leave it running for the other test processes; it is reused next time.
-            pg.detach();
-            pg
-        })
-        .connect_options("postgres")
+    let server = archdb::testing::spawn(config).await;
+    TestApp { base: server.base_url, client: reqwest::Client::new(), pool: server.pool }
 }
