@@ -2,12 +2,15 @@
 //!
 //! Layout: [`onnx`] decodes models, [`graph`] turns them into computation graphs (features,
 //! MACs, canonical hash), [`db`] stores them in PostgreSQL, [`http`] serves the REST API,
-//! [`cli`] is the `archdb` command line.
+//! [`calibration`] computes calibration metrics, [`stats`] rank statistics, [`cli`] is the
+//! `archdb` command line.
 
+pub mod calibration;
 pub mod cli;
 pub mod db;
 pub mod graph;
 pub mod http;
 pub mod ingest;
 pub mod onnx;
+pub mod stats;
 pub mod testing;
