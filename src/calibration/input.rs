@@ -17,7 +17,7 @@ pub const DEFAULT_MAX_RENORMALIZE_DEVIATION: f64 = 1e-3;
 pub const LOG_FLOOR: f64 = f64::EPSILON;
 
 /// What to do with probability rows whose sum is not 1 within [`ROW_SUM_TOLERANCE`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RowSumPolicy {
     /// Any row off by more than [`ROW_SUM_TOLERANCE`] is an error.

@@ -14,7 +14,7 @@ use super::kde::kde_ece;
 pub type BinMap = BTreeMap<usize, f64>;
 
 /// How the Brier score is scaled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BrierScaling {
     /// Default: `(1/(N·K)) Σ_i Σ_k (p_ik − 1[y_i = k])²` ∈ [0, 2/K]: the mean over all N·K
@@ -29,19 +29,25 @@ pub enum BrierScaling {
 }
 
 /// Every metric of one set of predictions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricSet {
     /// Top-label ECE, equal-width bins under the configured [`BinRule`].
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub ece: BinMap,
     /// Top-label ECE, equal-mass bins (uncertainty-calibration `get_ece_em`).
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub ece_em: BinMap,
     /// Classwise ECE (Kull et al. 2019): mean over classes of the per-class equal-width ECE.
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub cwce: BinMap,
     /// Classwise ECE with per-class equal-mass bins (uncertainty-calibration marginal `get_ece_em`).
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub cwce_em: BinMap,
     /// Top-label maximum calibration error over non-empty equal-width bins.
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub mce: BinMap,
     /// Top-label RMS (ℓ2) calibration error, equal-width bins, not debiased.
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub rmsce: BinMap,
     /// Kolmogorov–Smirnov calibration error (Gupta et al. 2021), top-label.
     pub ksce: f64,

@@ -1,6 +1,6 @@
 //! Calibration metrics of a classifier's predictions, before and after temperature scaling.
 //!
-//! Pure Rust (std + serde + thiserror). Entry point: [`evaluate`] on validated
+//! Pure Rust (std + serde + thiserror; report types also derive `utoipa::ToSchema` for the API docs). Entry point: [`evaluate`] on validated
 //! [`Predictions`] with a [`CalibrationConfig`]; the result, [`CalibrationReport`],
 //! serialises to
 //!
@@ -22,6 +22,8 @@ mod kde;
 mod metrics;
 mod reliability;
 mod temperature;
+
+pub mod analysis;
 
 #[cfg(test)]
 mod tests;
@@ -52,7 +54,7 @@ pub const DEFAULT_BIN_COUNTS: [usize; 9] = [5, 10, 15, 20, 25, 50, 100, 200, 500
 pub const MAX_BIN_COUNT: usize = 100_000;
 
 /// What to compute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct CalibrationConfig {
     /// Bin counts for the bin-based metrics (deduplicated, each in `1..=MAX_BIN_COUNT`).
@@ -123,7 +125,7 @@ impl CalibrationConfig {
 }
 
 /// Metrics before and after temperature scaling plus reliability-diagram data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CalibrationReport {
     /// Metrics of the given predictions.
     pub pre: MetricSet,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::binning::{BinRule, SortedScores};
 
 /// One bin of a reliability diagram.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReliabilityBin {
     /// Lower edge of the bin.
     pub lower: f64,
@@ -21,7 +21,7 @@ pub struct ReliabilityBin {
 }
 
 /// Reliability-diagram data before and (optionally) after temperature scaling.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reliability {
     /// Number of equal-width bins B.
     pub n_bins: usize,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::input::softmax_into;
 
 /// Which samples `pre` and `post` metrics are computed on when temperature scaling runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EvaluationSplit {
     /// Default: both `pre` and `post` on the held-out samples (those not used to fit T),
@@ -31,7 +31,7 @@ pub enum EvaluationSplit {
 }
 
 /// Options of temperature scaling.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct TemperatureScalingConfig {
     /// Fraction of the samples used to fit T, in (0, 1]; the calibration split has

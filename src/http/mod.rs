@@ -4,8 +4,10 @@
 //! works offline) at `/docs`.
 
 pub mod architectures;
+pub mod calibration;
 pub mod error;
 mod health;
+pub mod svg;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +80,7 @@ pub struct ApiContext {
         license(name = "Apache-2.0", identifier = "Apache-2.0")),
     tags(
         (name = "architectures", description = "ONNX upload, computation graphs, listing"),
+        (name = "calibration", description = "Calibration metrics: compute, store, list, analyse"),
         (name = "health", description = "Probes")),
     modifiers(&BearerAuth)
 )]
@@ -102,6 +105,7 @@ fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(architectures::router())
+        .merge(calibration::router())
         .split_for_parts()
 }
 

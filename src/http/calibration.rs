@@ -1,0 +1,681 @@
+//! Calibration: compute figures from predictions (`/v1/calibration/compute`), store them per
+//! architecture and dataset, list and filter them, and answer the calibration benchmark's
+//! questions (`/v1/calibration/analysis`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, Postgres, QueryBuilder};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::ApiContext;
+use super::error::{Error, Problem, Result};
+use super::svg::Chart;
+use crate::calibration::analysis::{self, GroupEffect, PairCorrelation};
+use crate::calibration::{
+    BinRule, BrierScaling, CalibrationConfig, CalibrationReport, EvaluationSplit, Predictions, Reliability, RowSumPolicy,
+    TemperatureScalingConfig,
+};
+use crate::db::architectures as arch_store;
+use crate::db::calibration::{self as store, BINNED_METRICS, CalibrationRecord, Figures, SCALAR_METRICS};
+
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(compute))
+        .routes(routes!(list_calibration))
+        .routes(routes!(analysis))
+        .routes(routes!(put_calibration, get_calibration))
+        .routes(routes!(architecture_datasets))
+}
+
+/// Predictions as JSON: exactly one of `probs` and `logits` (N×K), and N labels in `0..K`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PredictionsBody {
+    probs: Option<Vec<Vec<f64>>>,
+    logits: Option<Vec<Vec<f64>>>,
+    labels: Vec<usize>,
+    #[serde(flatten)]
+    options: ComputeOptions,
+}
+
+/// What to compute; every field has the calibration benchmark's default.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ComputeOptions {
+    /// Bin counts (default 5, 10, 15, 20, 25, 50, 100, 200, 500).
+    bins: Option<Vec<usize>>,
+    /// Equal-width bin edges: `right_closed` (default; Guo, uncertainty-calibration, the
+    /// benchmark), `left_closed` (torchmetrics) or `numpy_histogram` (netcal).
+    binning: Option<BinRule>,
+    brier_scaling: Option<BrierScaling>,
+    /// Bins of the reliability diagram (default 15).
+    reliability_bins: Option<usize>,
+    /// Fit a temperature on a random calibration split and report every figure again as `post`.
+    temperature_scaling: Option<TemperatureRequest>,
+    /// Rows of `probs` whose sum is off by more than this (default 1e-3) are rejected; smaller
+    /// deviations are renormalised.
+    max_renormalize_deviation: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct TemperatureRequest {
+    /// Fraction of samples used to fit T (default 0.2).
+    calibration_fraction: Option<f64>,
+    /// Seed of the split (default 42).
+    seed: Option<u64>,
+    /// `held_out` (default: pre and post on the samples not used to fit T) or `all`.
+    evaluate_on: Option<EvaluationSplit>,
+}
+
+impl ComputeOptions {
+    fn config(&self) -> CalibrationConfig {
+        let mut config = CalibrationConfig::default();
+        if let Some(b) = &self.bins {
+            config.bin_counts = b.clone();
+        }
+        config.bin_rule = self.binning.unwrap_or_default();
+        config.brier_scaling = self.brier_scaling.unwrap_or_default();
+        if let Some(r) = self.reliability_bins {
+            config.reliability_bins = r;
+        }
+        config.temperature_scaling = self.temperature_scaling.as_ref().map(|t| {
+            let d = TemperatureScalingConfig::default();
+            TemperatureScalingConfig {
+                calibration_fraction: t.calibration_fraction.unwrap_or(d.calibration_fraction),
+                seed: t.seed.unwrap_or(d.seed),
+                evaluate_on: t.evaluate_on.unwrap_or(d.evaluate_on),
+                ..d
+            }
+        });
+        config
+    }
+
+    fn row_policy(&self) -> RowSumPolicy {
+        match self.max_renormalize_deviation {
+            Some(max_deviation) => RowSumPolicy::RenormalizeWithin { max_deviation },
+            None => RowSumPolicy::default(),
+        }
+    }
+}
+
+/// Query parameters of `compute`: the output format, and the options of an `.npz` upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ComputeQuery {
+    /// `json` (default) or `svg` (the reliability diagram).
+    format: Option<String>,
+    /// `.npz` uploads: bin counts (repeatable).
+    #[serde(default)]
+    bins: Vec<usize>,
+    /// `.npz` uploads: bin rule.
+    #[param(value_type = Option<String>)]
+    binning: Option<BinRule>,
+    /// `.npz` uploads: Brier scaling.
+    #[param(value_type = Option<String>)]
+    brier_scaling: Option<BrierScaling>,
+    /// `.npz` uploads: fit a temperature and report `post` figures.
+    #[serde(default)]
+    temperature_scaling: bool,
+    calibration_fraction: Option<f64>,
+    seed: Option<u64>,
+}
+
+impl ComputeQuery {
+    fn options(&self) -> ComputeOptions {
+        ComputeOptions {
+            bins: (!self.bins.is_empty()).then(|| self.bins.clone()),
+            binning: self.binning,
+            brier_scaling: self.brier_scaling,
+            reliability_bins: None,
+            temperature_scaling: self
+                .temperature_scaling
+                .then(|| TemperatureRequest { calibration_fraction: self.calibration_fraction, seed: self.seed, evaluate_on: None }),
+            max_renormalize_deviation: None,
+        }
+    }
+}
+
+/// Predictions validated into the engine's input.
+fn predictions(body: PredictionsBody) -> Result<(Predictions, ComputeOptions)> {
+    let policy = body.options.row_policy();
+    let predictions = match (body.probs, body.logits) {
+        (Some(p), None) => Predictions::from_probability_rows(&p, &body.labels, policy),
+        (None, Some(z)) => Predictions::from_logit_rows(&z, &body.labels),
+        _ => return Err(Error::Unprocessable("give exactly one of `probs` and `logits`".into())),
+    }
+    .map_err(|e| Error::Unprocessable(e.to_string()))?;
+    Ok((predictions, body.options))
+}
+
+/// Reads `probs` or `logits` (N×K float array) and `labels` (N integers) from an `.npz` file.
+fn npz_predictions(bytes: &[u8], options: ComputeOptions) -> Result<(Predictions, ComputeOptions)> {
+    let bad = |e: std::io::Error| Error::BadRequest(format!("not a readable .npz file: {e}"));
+    let mut archive = npyz::npz::NpzArchive::new(Cursor::new(bytes)).map_err(bad)?;
+    let mut scores = None;
+    for name in ["probs", "logits"] {
+        if let Some(array) = archive.by_name(name).map_err(bad)? {
+            let shape = array.shape().to_vec();
+            let [n, k] = shape[..] else {
+                return Err(Error::Unprocessable(format!("`{name}` must be 2-D (N×K), got shape {shape:?}")));
+            };
+            scores = Some((name, read_floats(array).map_err(bad)?, n, k));
+            break;
+        }
+    }
+    let Some((name, values, n, k)) = scores else {
+        return Err(Error::Unprocessable(format!(
+            "the .npz needs a `probs` or `logits` array; it has {:?}",
+            archive.array_names().collect::<Vec<_>>()
+        )));
+    };
+    let labels_array = archive.by_name("labels").map_err(bad)?.ok_or_else(|| Error::Unprocessable("the .npz has no `labels` array".into()))?;
+    let labels = read_floats(labels_array).map_err(bad)?;
+    if labels.len() as u64 != n {
+        return Err(Error::Unprocessable(format!("{} labels for {n} rows of `{name}`", labels.len())));
+    }
+    let labels: Vec<usize> = labels
+        .iter()
+        .map(|&l| (l >= 0.0 && l.fract() == 0.0).then_some(l as usize))
+        .collect::<Option<_>>()
+        .ok_or_else(|| Error::Unprocessable("labels must be non-negative integers".into()))?;
+    let predictions = if name == "probs" {
+        Predictions::from_probabilities(values, k as usize, labels, options.row_policy())
+    } else {
+        Predictions::from_logits(values, k as usize, labels)
+    }
+    .map_err(|e| Error::Unprocessable(e.to_string()))?;
+    Ok((predictions, options))
+}
+
+/// Any numeric npy array as f64.
+fn read_floats<R: std::io::Read>(array: npyz::NpyFile<R>) -> std::io::Result<Vec<f64>> {
+    use npyz::TypeChar;
+    let npyz::DType::Plain(ty) = array.dtype() else {
+        return Err(std::io::Error::other("structured arrays are not supported"));
+    };
+    let convert = |v: Vec<f64>| Ok(v);
+    match (ty.type_char(), ty.size_field()) {
+        (TypeChar::Float, 8) => array.into_vec::<f64>(),
+        (TypeChar::Float, 4) => convert(array.into_vec::<f32>()?.into_iter().map(f64::from).collect()),
+        (TypeChar::Int, 8) => convert(array.into_vec::<i64>()?.into_iter().map(|v| v as f64).collect()),
+        (TypeChar::Int, 4) => convert(array.into_vec::<i32>()?.into_iter().map(f64::from).collect()),
+        (TypeChar::Uint, 1) => convert(array.into_vec::<u8>()?.into_iter().map(f64::from).collect()),
+        (c, s) => Err(std::io::Error::other(format!("unsupported dtype {c:?}{s}: use float32/64 or int32/64"))),
+    }
+}
+
+/// Runs the engine off the async runtime (tens of milliseconds for N = 10,000, K = 100).
+async fn evaluate(predictions: Predictions, options: &ComputeOptions) -> Result<CalibrationReport> {
+    let config = options.config();
+    tokio::task::spawn_blocking(move || crate::calibration::evaluate(&predictions, &config))
+        .await
+        .map_err(|e| Error::Internal(e.into()))?
+        .map_err(|e| Error::Unprocessable(e.to_string()))
+}
+
+/// Reads predictions from a JSON body or an `.npz` upload (any other content type).
+async fn read_predictions(ctx: &ApiContext, query: &ComputeQuery, request: Request) -> Result<(Predictions, ComputeOptions)> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        let Json(body) = Json::<PredictionsBody>::from_request(request, ctx).await?;
+        predictions(body)
+    } else {
+        let bytes = Bytes::from_request(request, ctx).await?;
+        npz_predictions(&bytes, query.options())
+    }
+}
+
+/// Computes every calibration figure at every bin count, optionally before and after
+/// temperature scaling. Body: JSON predictions, or an `.npz` file (`probs` or `logits`, and
+/// `labels`) with options in the query string. `?format=svg` returns the reliability diagram.
+#[utoipa::path(post, path = "/v1/calibration/compute", tag = "calibration", params(ComputeQuery),
+    request_body(content((PredictionsBody = "application/json"), (Vec<u8> = "application/octet-stream"))),
+    responses(
+        (status = 200, description = "figures (bin counts as string keys)", body = CalibrationReport),
+        (status = 200, description = "reliability diagram", content_type = "image/svg+xml", body = String),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid predictions (NaN/Inf, wrong shapes, labels out of range, rows not summing to 1)", body = Problem, content_type = "application/problem+json")))]
+async fn compute(State(ctx): State<ApiContext>, query: Result<axum_extra::extract::Query<ComputeQuery>, axum_extra::extract::QueryRejection>, request: Request) -> Result<Response> {
+    let query = query?.0;
+    let (predictions, options) = read_predictions(&ctx, &query, request).await?;
+    let report = evaluate(predictions, &options).await?;
+    match query.format.as_deref() {
+        None | Some("json") => Ok(Json(report).into_response()),
+        Some("svg") => Ok(([(header::CONTENT_TYPE, "image/svg+xml")], reliability_svg(&report.reliability)).into_response()),
+        Some(other) => Err(Error::BadRequest(format!("unknown format `{other}` (json, svg)"))),
+    }
+}
+
+/// Reliability diagram: accuracy per confidence bin (bars) against the diagonal.
+fn reliability_svg(rel: &Reliability) -> String {
+    let mut chart = Chart::new("Reliability diagram", "confidence", "accuracy", (0.0, 1.0), (0.0, 1.0));
+    let mut draw = |bins: &[crate::calibration::ReliabilityBin], colour: &str, label: &str| {
+        for b in bins {
+            if let Some(acc) = b.accuracy {
+                chart.bar(b.lower, b.upper.max(b.lower + 0.004), acc, colour, 0.55);
+            }
+        }
+        chart.legend(label, colour);
+    };
+    draw(&rel.pre, "#1f77b4", "before temperature scaling");
+    if let Some(post) = &rel.post {
+        draw(post, "#ff7f0e", "after temperature scaling");
+    }
+    chart.line(&[(0.0, 0.0), (1.0, 1.0)], "#555", true);
+    chart.render()
+}
+
+/// Given figures (instead of predictions) for `PUT …/calibration/{dataset}`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GivenFigures {
+    pre: Figures,
+    post: Option<Figures>,
+    temperature: Option<f64>,
+    /// Top-1 accuracy in 0..1 (default: `pre.accuracy`).
+    accuracy: Option<f64>,
+}
+
+/// Computes calibration from predictions (same body as `/v1/calibration/compute`, JSON) or stores
+/// given figures (`{"pre": {...}, "post": {...}, "temperature": …}`), replacing what was stored
+/// for this architecture and dataset.
+#[utoipa::path(put, path = "/v1/architectures/{id}/calibration/{dataset}", tag = "calibration",
+    params(("id" = i64, Path), ("dataset" = String, Path)),
+    request_body(content((PredictionsBody = "application/json"), (GivenFigures = "application/json"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 200, body = CalibrationRecord),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")))]
+async fn put_calibration(
+    State(ctx): State<ApiContext>,
+    path: Result<Path<(i64, String)>, PathRejection>,
+    query: Result<axum_extra::extract::Query<ComputeQuery>, axum_extra::extract::QueryRejection>,
+    request: Request,
+) -> Result<Json<CalibrationRecord>> {
+    let Path((id, dataset)) = path?;
+    let query = query?.0;
+    arch_store::get(&ctx.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
+    let is_json = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    let record = if is_json {
+        let Json(body) = Json::<serde_json::Value>::from_request(request, &ctx).await?;
+        if body.get("pre").is_some() {
+            let given: GivenFigures = serde_json::from_value(body).map_err(|e| Error::Unprocessable(format!("invalid figures: {e}")))?;
+            given_record(id, dataset, given)?
+        } else {
+            let parsed: PredictionsBody = serde_json::from_value(body).map_err(|e| Error::Unprocessable(format!("invalid predictions: {e}")))?;
+            let (predictions, options) = predictions(parsed)?;
+            computed_record(id, dataset, predictions, &options).await?
+        }
+    } else {
+        let bytes = Bytes::from_request(request, &ctx).await?;
+        let (predictions, options) = npz_predictions(&bytes, query.options())?;
+        computed_record(id, dataset, predictions, &options).await?
+    };
+    let mut tx = ctx.pool.begin().await?;
+    store::store(&mut tx, &record).await?;
+    tx.commit().await?;
+    Ok(Json(record))
+}
+
+async fn computed_record(id: i64, dataset: String, predictions: Predictions, options: &ComputeOptions) -> Result<CalibrationRecord> {
+    let n = predictions.n_samples() as i32;
+    let config = options.config();
+    let report = evaluate(predictions, options).await?;
+    Ok(CalibrationRecord {
+        architecture_id: id,
+        dataset,
+        accuracy: Some(report.pre.accuracy),
+        temperature: report.temperature,
+        n_samples: Some(n),
+        source: "computed".into(),
+        settings: serde_json::json!({
+            "bin_rule": config.bin_rule, "brier_scaling": config.brier_scaling,
+            "temperature_scaling": config.temperature_scaling,
+        }),
+        pre: Figures::from(&report.pre),
+        post: report.post.as_ref().map(Figures::from),
+        reliability: Some(report.reliability),
+    })
+}
+
+fn given_record(id: i64, dataset: String, given: GivenFigures) -> Result<CalibrationRecord> {
+    for figures in std::iter::once(&given.pre).chain(given.post.as_ref()) {
+        for (metric, bins, v) in figures.rows() {
+            if !v.is_finite() {
+                return Err(Error::Unprocessable(format!("figure {metric}@{bins} = {v} is not finite")));
+            }
+            if BINNED_METRICS.contains(&metric) && bins == 0 {
+                return Err(Error::Unprocessable(format!("{metric}: bin counts must be positive")));
+            }
+        }
+    }
+    Ok(CalibrationRecord {
+        architecture_id: id,
+        dataset,
+        accuracy: given.accuracy.or(given.pre.accuracy),
+        temperature: given.temperature,
+        n_samples: None,
+        source: "given".into(),
+        settings: serde_json::json!({}),
+        pre: given.pre,
+        post: given.post,
+        reliability: None,
+    })
+}
+
+/// The stored calibration of an architecture on a dataset.
+#[utoipa::path(get, path = "/v1/architectures/{id}/calibration/{dataset}", tag = "calibration",
+    params(("id" = i64, Path), ("dataset" = String, Path)),
+    responses((status = 200, body = CalibrationRecord), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_calibration(State(ctx): State<ApiContext>, path: Result<Path<(i64, String)>, PathRejection>) -> Result<Json<CalibrationRecord>> {
+    let Path((id, dataset)) = path?;
+    store::get(&ctx.pool, id, &dataset)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("no calibration stored for architecture {id} on `{dataset}`")))
+}
+
+/// Datasets with stored calibration for an architecture.
+#[utoipa::path(get, path = "/v1/architectures/{id}/calibration", tag = "calibration", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<String>), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn architecture_datasets(State(ctx): State<ApiContext>, path: Result<Path<i64>, PathRejection>) -> Result<Json<Vec<String>>> {
+    let Path(id) = path?;
+    arch_store::get(&ctx.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
+    Ok(Json(store::datasets(&ctx.pool, id).await?))
+}
+
+/// Which figure a listing or analysis looks at.
+fn check_metric(metric: &str) -> Result<bool> {
+    if BINNED_METRICS.contains(&metric) {
+        Ok(true)
+    } else if SCALAR_METRICS.contains(&metric) {
+        Ok(false)
+    } else {
+        Err(Error::BadRequest(format!("unknown metric `{metric}` ({})", [&BINNED_METRICS[..], &SCALAR_METRICS[..]].concat().join(", "))))
+    }
+}
+
+fn check_stage(stage: &str) -> Result<()> {
+    if matches!(stage, "pre" | "post") { Ok(()) } else { Err(Error::BadRequest(format!("unknown stage `{stage}` (pre, post)"))) }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    dataset: Option<String>,
+    /// Architecture family / search space (e.g. `nb201`).
+    family: Option<String>,
+    /// Metric (default `ece`): ece, ece_em, cwce, cwce_em, mce, rmsce, ksce, kdece, mmce, nll, brier, accuracy.
+    metric: Option<String>,
+    /// Bin count of bin-based metrics (default 15).
+    bins: Option<i32>,
+    /// `pre` (default) or `post` temperature scaling.
+    stage: Option<String>,
+    min_accuracy: Option<f64>,
+    max_accuracy: Option<f64>,
+    /// `value` (default, best calibrated first), `-value`, `accuracy`, `-accuracy`.
+    sort: Option<String>,
+    /// 1–1000 (default 50).
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// One stored figure with its architecture.
+#[derive(Debug, Serialize, FromRow, ToSchema)]
+struct CalibrationRow {
+    architecture_id: i64,
+    name: Option<String>,
+    family: Option<String>,
+    dataset: String,
+    stage: String,
+    metric: String,
+    bins: i32,
+    value: f64,
+    accuracy: Option<f64>,
+}
+
+/// Lists stored calibration figures of one metric, filtered and sorted.
+#[utoipa::path(get, path = "/v1/calibration", tag = "calibration", params(ListQuery),
+    responses((status = 200, body = Vec<CalibrationRow>), (status = 400, body = Problem, content_type = "application/problem+json")))]
+async fn list_calibration(State(ctx): State<ApiContext>, query: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<Vec<CalibrationRow>>> {
+    let Query(q) = query?;
+    let metric = q.metric.unwrap_or_else(|| "ece".into());
+    let bins = if check_metric(&metric)? { q.bins.unwrap_or(15) } else { 0 };
+    let stage = q.stage.unwrap_or_else(|| "pre".into());
+    check_stage(&stage)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) || q.offset.is_some_and(|o| o < 0) {
+        return Err(Error::BadRequest("limit must be 1–1000 and offset ≥ 0".into()));
+    }
+    let order = match q.sort.as_deref().unwrap_or("value") {
+        "value" => "m.value asc",
+        "-value" => "m.value desc",
+        "accuracy" => "r.accuracy asc nulls last",
+        "-accuracy" => "r.accuracy desc nulls last",
+        other => return Err(Error::BadRequest(format!("unknown sort `{other}` (value, -value, accuracy, -accuracy)"))),
+    };
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
+        "select m.architecture_id, a.name, a.family, m.dataset, m.stage, m.metric, m.bins, m.value, r.accuracy
+         from calibration_metrics m
+         join calibration_runs r using (architecture_id, dataset)
+         join architectures a on a.id = m.architecture_id
+         where m.metric = ",
+    );
+    sql.push_bind(metric).push(" and m.bins = ").push_bind(bins).push(" and m.stage = ").push_bind(stage);
+    if let Some(d) = q.dataset {
+        sql.push(" and m.dataset = ").push_bind(d);
+    }
+    if let Some(f) = q.family {
+        sql.push(" and a.family = ").push_bind(f);
+    }
+    if let Some(v) = q.min_accuracy {
+        sql.push(" and r.accuracy >= ").push_bind(v);
+    }
+    if let Some(v) = q.max_accuracy {
+        sql.push(" and r.accuracy <= ").push_bind(v);
+    }
+    sql.push(format!(" order by {order}, m.architecture_id, m.dataset limit "))
+        .push_bind(limit)
+        .push(" offset ")
+        .push_bind(q.offset.unwrap_or(0));
+    Ok(Json(sql.build_query_as().fetch_all(&ctx.pool).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AnalysisQuery {
+    /// `datasets`: rank agreement of a metric across datasets; `bins`: between bin counts of a
+    /// metric; `metrics`: between metrics; `accuracy`: each metric against accuracy;
+    /// `temperature`: effect of temperature scaling per architecture group; `best`:
+    /// best-calibrated architectures per dataset with their op composition.
+    kind: String,
+    /// Metric (default `ece`).
+    metric: Option<String>,
+    /// Bin count (default 15).
+    bins: Option<i32>,
+    /// `pre` (default) or `post`.
+    stage: Option<String>,
+    /// Restrict to one dataset (required for `bins`, `metrics`, `accuracy`).
+    dataset: Option<String>,
+    /// `temperature`: group by `family` (default) or by the count of op label `op`.
+    group_by: Option<String>,
+    op: Option<String>,
+    /// `best`: architectures per dataset (default 10, at most 100).
+    limit: Option<i64>,
+}
+
+/// The best-calibrated architectures of a dataset.
+#[derive(Debug, Serialize, FromRow, ToSchema)]
+struct BestEntry {
+    dataset: String,
+    architecture_id: i64,
+    name: Option<String>,
+    value: f64,
+    accuracy: Option<f64>,
+    #[schema(value_type = BTreeMap<String, u64>)]
+    op_counts: sqlx::types::Json<BTreeMap<String, u64>>,
+}
+
+/// The answer of an analysis; the field for its `kind` is set.
+#[derive(Debug, Serialize, ToSchema)]
+struct Analysis {
+    kind: String,
+    metric: String,
+    bins: i32,
+    stage: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlations: Option<Vec<PairCorrelation>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<GroupEffect>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    best: Option<Vec<BestEntry>>,
+}
+
+/// The calibration benchmark's questions, answered over the stored figures.
+#[utoipa::path(get, path = "/v1/calibration/analysis", tag = "calibration", params(AnalysisQuery),
+    responses((status = 200, body = Analysis), (status = 400, body = Problem, content_type = "application/problem+json")))]
+async fn analysis(State(ctx): State<ApiContext>, query: Result<Query<AnalysisQuery>, QueryRejection>) -> Result<Json<Analysis>> {
+    let Query(q) = query?;
+    let metric = q.metric.unwrap_or_else(|| "ece".into());
+    let binned = check_metric(&metric)?;
+    let bins = if binned { q.bins.unwrap_or(15) } else { 0 };
+    let stage = q.stage.unwrap_or_else(|| "pre".into());
+    check_stage(&stage)?;
+    let need_dataset = || q.dataset.clone().ok_or_else(|| Error::BadRequest(format!("kind `{}` needs `dataset`", q.kind)));
+    let mut out = Analysis { kind: q.kind.clone(), metric: metric.clone(), bins, stage: stage.clone(), correlations: None, groups: None, best: None };
+    let pool = &ctx.pool;
+    match q.kind.as_str() {
+        "datasets" => {
+            let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+                "select dataset, architecture_id, value from calibration_metrics where metric = $1 and bins = $2 and stage = $3",
+            )
+            .bind(&metric)
+            .bind(bins)
+            .bind(&stage)
+            .fetch_all(pool)
+            .await?;
+            out.correlations = Some(analysis::pairwise(&group_series(rows)));
+        }
+        "bins" => {
+            if !binned {
+                return Err(Error::BadRequest(format!("`{metric}` has no bins")));
+            }
+            let rows: Vec<(i32, i64, f64)> = sqlx::query_as(
+                "select bins, architecture_id, value from calibration_metrics where metric = $1 and stage = $2 and dataset = $3",
+            )
+            .bind(&metric)
+            .bind(&stage)
+            .bind(need_dataset()?)
+            .fetch_all(pool)
+            .await?;
+            // Keys sort numerically: zero-padded bin counts.
+            let rows = rows.into_iter().map(|(b, id, v)| (format!("{b:06}"), id, v)).collect();
+            let mut pairs = analysis::pairwise(&group_series(rows));
+            for p in &mut pairs {
+                p.a = format!("{metric}@{}", p.a.trim_start_matches('0'));
+                p.b = format!("{metric}@{}", p.b.trim_start_matches('0'));
+            }
+            out.correlations = Some(pairs);
+        }
+        "metrics" => {
+            let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+                "select case when bins = 0 then metric else metric || '@' || bins end, architecture_id, value
+                 from calibration_metrics where stage = $1 and dataset = $2 and (bins = 0 or bins = $3) and metric <> 'accuracy'",
+            )
+            .bind(&stage)
+            .bind(need_dataset()?)
+            .bind(bins)
+            .fetch_all(pool)
+            .await?;
+            out.correlations = Some(analysis::pairwise(&group_series(rows)));
+        }
+        "accuracy" => {
+            let dataset = need_dataset()?;
+            let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+                "select case when bins = 0 then metric else metric || '@' || bins end, architecture_id, value
+                 from calibration_metrics where stage = $1 and dataset = $2 and (bins = 0 or bins = $3) and metric <> 'accuracy'",
+            )
+            .bind(&stage)
+            .bind(&dataset)
+            .bind(bins)
+            .fetch_all(pool)
+            .await?;
+            let accuracy: HashMap<i64, f64> =
+                sqlx::query_as::<_, (i64, f64)>("select architecture_id, accuracy from calibration_runs where dataset = $1 and accuracy is not null")
+                    .bind(&dataset)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .collect();
+            let series = group_series(rows);
+            out.correlations = Some(series.iter().map(|(name, s)| analysis::correlate(name, s, "accuracy", &accuracy)).collect());
+        }
+        "temperature" => {
+            let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("select ");
+            match (q.group_by.as_deref().unwrap_or("family"), &q.op) {
+                ("family", _) => sql.push("coalesce(a.family, '(none)')"),
+                ("op", Some(op)) => sql.push("coalesce(a.op_counts ->> ").push_bind(op.clone()).push(", '0')"),
+                ("op", None) => return Err(Error::BadRequest("group_by=op needs `op` (an op label, e.g. Conv)".into())),
+                (other, _) => return Err(Error::BadRequest(format!("unknown group_by `{other}` (family, op)"))),
+            };
+            sql.push(
+                ", pre.value, post.value
+                 from calibration_metrics pre
+                 join calibration_metrics post on post.architecture_id = pre.architecture_id and post.dataset = pre.dataset
+                   and post.metric = pre.metric and post.bins = pre.bins and post.stage = 'post'
+                 join architectures a on a.id = pre.architecture_id
+                 where pre.stage = 'pre' and pre.metric = ",
+            );
+            sql.push_bind(metric.clone()).push(" and pre.bins = ").push_bind(bins);
+            if let Some(d) = &q.dataset {
+                sql.push(" and pre.dataset = ").push_bind(d.clone());
+            }
+            let triples: Vec<(String, f64, f64)> = sql.build_query_as().fetch_all(pool).await?;
+            out.groups = Some(analysis::temperature_effect(&triples));
+        }
+        "best" => {
+            let limit = q.limit.unwrap_or(10);
+            if !(1..=100).contains(&limit) {
+                return Err(Error::BadRequest("limit must be 1–100".into()));
+            }
+            let best: Vec<BestEntry> = sqlx::query_as(
+                "select dataset, architecture_id, name, value, accuracy, op_counts from (
+                   select m.dataset, m.architecture_id, a.name, m.value, r.accuracy, a.op_counts,
+                          row_number() over (partition by m.dataset order by m.value, m.architecture_id) as rank
+                   from calibration_metrics m
+                   join calibration_runs r using (architecture_id, dataset)
+                   join architectures a on a.id = m.architecture_id
+                   where m.metric = $1 and m.bins = $2 and m.stage = $3 and ($4::text is null or m.dataset = $4)
+                 ) ranked where rank <= $5 order by dataset, rank",
+            )
+            .bind(&metric)
+            .bind(bins)
+            .bind(&stage)
+            .bind(q.dataset.clone())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            out.best = Some(best);
+        }
+        other => return Err(Error::BadRequest(format!("unknown kind `{other}` (datasets, bins, metrics, accuracy, temperature, best)"))),
+    }
+    Ok(Json(out))
+}
+
+/// `(series key, architecture, value)` rows grouped into one map per key.
+fn group_series(rows: Vec<(String, i64, f64)>) -> BTreeMap<String, HashMap<i64, f64>> {
+    let mut series: BTreeMap<String, HashMap<i64, f64>> = BTreeMap::new();
+    for (key, id, v) in rows {
+        series.entry(key).or_default().insert(id, v);
+    }
+    series
+}
