@@ -8,8 +8,8 @@ use archdb::graph::BuildOptions;
 use archdb::ingest::ingest;
 use archdb::onnx::proto::tensor_shape_proto::{Dimension, dimension};
 use archdb::onnx::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-    attribute_proto::AttributeType, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType, type_proto,
 };
 use criterion::{Criterion, Throughput};
 use prost::Message;
@@ -24,15 +24,28 @@ const MODELS: [&str; 6] = [
 ];
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
+    std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
 }
 
 fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), ..Default::default() }).collect();
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
     ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(1), shape: Some(TensorShapeProto { dim }) })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(TensorShapeProto { dim }),
+            })),
             ..Default::default()
         }),
         ..Default::default()
@@ -49,9 +62,14 @@ fn small_cnn(seed: u64) -> Vec<u8> {
     let depth = 3 + seed % 5;
     for layer in 0..depth {
         let out = 8 + ((seed / 5 + layer * 7) % 57) as i64;
-        let k = if (seed + layer) % 3 == 0 { 1 } else { 3 };
+        let k = if (seed + layer).is_multiple_of(3) { 1 } else { 3 };
         let w = format!("w{layer}");
-        inits.push(TensorProto { name: Some(w.clone()), dims: vec![out, channels, k, k], data_type: Some(1), ..Default::default() });
+        inits.push(TensorProto {
+            name: Some(w.clone()),
+            dims: vec![out, channels, k, k],
+            data_type: Some(1),
+            ..Default::default()
+        });
         let conv_out = format!("c{layer}");
         nodes.push(NodeProto {
             op_type: Some("Conv".into()),
@@ -66,10 +84,20 @@ fn small_cnn(seed: u64) -> Vec<u8> {
             ..Default::default()
         });
         let relu = format!("r{layer}");
-        nodes.push(NodeProto { op_type: Some("Relu".into()), input: vec![conv_out], output: vec![relu.clone()], ..Default::default() });
+        nodes.push(NodeProto {
+            op_type: Some("Relu".into()),
+            input: vec![conv_out],
+            output: vec![relu.clone()],
+            ..Default::default()
+        });
         x = if out == channels {
             let sum = format!("s{layer}");
-            nodes.push(NodeProto { op_type: Some("Add".into()), input: vec![relu, x], output: vec![sum.clone()], ..Default::default() });
+            nodes.push(NodeProto {
+                op_type: Some("Add".into()),
+                input: vec![relu, x],
+                output: vec![sum.clone()],
+                ..Default::default()
+            });
             sum
         } else {
             relu
@@ -77,19 +105,42 @@ fn small_cnn(seed: u64) -> Vec<u8> {
         channels = out;
     }
     let classes = 10 + (seed % 1000) as i64;
-    inits.push(TensorProto { name: Some("fc".into()), dims: vec![classes, channels], data_type: Some(1), ..Default::default() });
-    nodes.push(NodeProto { op_type: Some("GlobalAveragePool".into()), input: vec![x], output: vec!["g".into()], ..Default::default() });
-    nodes.push(NodeProto { op_type: Some("Flatten".into()), input: vec!["g".into()], output: vec!["f".into()], ..Default::default() });
+    inits.push(TensorProto {
+        name: Some("fc".into()),
+        dims: vec![classes, channels],
+        data_type: Some(1),
+        ..Default::default()
+    });
+    nodes.push(NodeProto {
+        op_type: Some("GlobalAveragePool".into()),
+        input: vec![x],
+        output: vec!["g".into()],
+        ..Default::default()
+    });
+    nodes.push(NodeProto {
+        op_type: Some("Flatten".into()),
+        input: vec!["g".into()],
+        output: vec!["f".into()],
+        ..Default::default()
+    });
     nodes.push(NodeProto {
         op_type: Some("Gemm".into()),
         input: vec!["f".into(), "fc".into()],
         output: vec!["y".into()],
-        attribute: vec![AttributeProto { name: Some("transB".into()), r#type: Some(AttributeType::Int as i32), i: Some(1), ..Default::default() }],
+        attribute: vec![AttributeProto {
+            name: Some("transB".into()),
+            r#type: Some(AttributeType::Int as i32),
+            i: Some(1),
+            ..Default::default()
+        }],
         ..Default::default()
     });
     ModelProto {
         ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
         graph: Some(GraphProto {
             name: Some(format!("cnn{seed}")),
             node: nodes,
@@ -107,7 +158,9 @@ fn parse_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse_cg");
     for name in MODELS {
         let bytes = bytes::Bytes::from(fixture(name));
-        group.bench_function(name, |b| b.iter(|| ingest(bytes.clone(), BuildOptions::default()).expect("valid")));
+        group.bench_function(name, |b| {
+            b.iter(|| ingest(bytes.clone(), BuildOptions::default()).expect("valid"))
+        });
     }
     group.finish();
     let graphs: Vec<bytes::Bytes> = (0..1000).map(|s| small_cnn(s).into()).collect();
@@ -130,7 +183,12 @@ async fn upload_all(base: &str, graphs: &[Vec<u8>], concurrency: usize) -> (usiz
     let started = Instant::now();
     let mut created = 0;
     for chunk in graphs.chunks(concurrency) {
-        let requests = chunk.iter().map(|g| client.post(format!("{base}/v1/architectures")).body(g.clone()).send());
+        let requests = chunk.iter().map(|g| {
+            client
+                .post(format!("{base}/v1/architectures"))
+                .body(g.clone())
+                .send()
+        });
         for resp in futures_util::future::join_all(requests).await {
             created += usize::from(resp.expect("upload").status().as_u16() == 201);
         }
@@ -139,7 +197,10 @@ async fn upload_all(base: &str, graphs: &[Vec<u8>], concurrency: usize) -> (usiz
 }
 
 fn http_benches() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let server = archdb::testing::spawn(Default::default()).await;
         let graphs: Vec<Vec<u8>> = (0..1000).map(small_cnn).collect();

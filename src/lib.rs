@@ -10,6 +10,7 @@ pub mod cli;
 pub mod db;
 pub mod graph;
 pub mod http;
+pub mod import;
 pub mod ingest;
 pub mod onnx;
 pub mod stats;

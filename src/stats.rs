@@ -197,7 +197,9 @@ mod tests {
         // A deterministic pseudo-random sequence with many ties.
         let mut state = 12345u64;
         let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) % 7) as f64
         };
         let x: Vec<f64> = (0..200).map(|_| next()).collect();
@@ -207,7 +209,10 @@ mod tests {
 
     #[test]
     fn ranks_mae_and_degenerate_inputs() {
-        assert_eq!(average_ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
+        assert_eq!(
+            average_ranks(&[3.0, 1.0, 3.0, 2.0]),
+            vec![3.5, 1.0, 3.5, 2.0]
+        );
         assert_eq!(mae(&[1.0, 2.0], &[2.0, 4.0]), 1.5);
         assert!(kendall_tau_b(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]).is_nan());
         assert!(kendall_tau_b(&[1.0], &[1.0]).is_nan());

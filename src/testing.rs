@@ -14,7 +14,9 @@ use crate::http::{ApiContext, ServeConfig, app};
 pub fn fresh_database() -> PgConnectOptions {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let name = format!("archdb_test_{}_{nanos}_{n}", std::process::id());
     server_options().database(&name)
 }
@@ -32,7 +34,8 @@ fn server_options() -> PgConnectOptions {
             let lock = std::fs::File::create(root.join("start.lock")).expect("lock file");
             // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
             unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-            let mut pg = EmbeddedPostgres::start(&root, None).expect("embedded PostgreSQL for tests");
+            let mut pg =
+                EmbeddedPostgres::start(&root, None).expect("embedded PostgreSQL for tests");
             // Left running for the other test processes; the next run reuses it.
             pg.detach();
             pg
@@ -47,10 +50,20 @@ pub struct TestServer {
 }
 
 pub async fn spawn(config: ServeConfig) -> TestServer {
-    let db = Database::connect_with(fresh_database(), 8, None).await.expect("test database");
-    let ctx = ApiContext { pool: db.pool.clone(), config: Arc::new(config) };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let db = Database::connect_with(fresh_database(), 8, None)
+        .await
+        .expect("test database");
+    let ctx = ApiContext {
+        pool: db.pool.clone(),
+        config: Arc::new(config),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
     let base_url = format!("http://{}", listener.local_addr().expect("local address"));
     tokio::spawn(async move { axum::serve(listener, app(ctx)).await });
-    TestServer { base_url, pool: db.pool }
+    TestServer {
+        base_url,
+        pool: db.pool,
+    }
 }

@@ -35,8 +35,17 @@ pub fn pairwise(series: &BTreeMap<String, HashMap<i64, f64>>) -> Vec<PairCorrela
 }
 
 /// Correlation of two series over their shared architectures (in id order, for determinism).
-pub fn correlate(a: &str, xs: &HashMap<i64, f64>, b: &str, ys: &HashMap<i64, f64>) -> PairCorrelation {
-    let mut ids: Vec<i64> = xs.keys().filter(|id| ys.contains_key(id)).copied().collect();
+pub fn correlate(
+    a: &str,
+    xs: &HashMap<i64, f64>,
+    b: &str,
+    ys: &HashMap<i64, f64>,
+) -> PairCorrelation {
+    let mut ids: Vec<i64> = xs
+        .keys()
+        .filter(|id| ys.contains_key(id))
+        .copied()
+        .collect();
     ids.sort_unstable();
     let x: Vec<f64> = ids.iter().map(|id| xs[id]).collect();
     let y: Vec<f64> = ids.iter().map(|id| ys[id]).collect();
@@ -98,20 +107,44 @@ mod tests {
     #[test]
     fn identical_and_reversed_rankings() {
         let mut s = BTreeMap::new();
-        s.insert("a".to_string(), series(&[(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4)]));
-        s.insert("b".to_string(), series(&[(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 9.0)]));
-        s.insert("c".to_string(), series(&[(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]));
+        s.insert(
+            "a".to_string(),
+            series(&[(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4)]),
+        );
+        s.insert(
+            "b".to_string(),
+            series(&[(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 9.0)]),
+        );
+        s.insert(
+            "c".to_string(),
+            series(&[(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]),
+        );
         let pairs = pairwise(&s);
         assert_eq!(pairs.len(), 3);
-        assert_eq!((pairs[0].n, pairs[0].kendall_tau_b, pairs[0].spearman), (4, Some(1.0), Some(1.0)));
-        assert_eq!((pairs[1].kendall_tau_b, pairs[1].spearman), (Some(-1.0), Some(-1.0)));
-        let constant = correlate("x", &series(&[(1, 1.0), (2, 1.0)]), "y", &series(&[(1, 1.0), (2, 2.0)]));
+        assert_eq!(
+            (pairs[0].n, pairs[0].kendall_tau_b, pairs[0].spearman),
+            (4, Some(1.0), Some(1.0))
+        );
+        assert_eq!(
+            (pairs[1].kendall_tau_b, pairs[1].spearman),
+            (Some(-1.0), Some(-1.0))
+        );
+        let constant = correlate(
+            "x",
+            &series(&[(1, 1.0), (2, 1.0)]),
+            "y",
+            &series(&[(1, 1.0), (2, 2.0)]),
+        );
         assert_eq!(constant.kendall_tau_b, None);
     }
 
     #[test]
     fn group_means() {
-        let effects = temperature_effect(&[("g".into(), 0.2, 0.1), ("g".into(), 0.1, 0.15), ("h".into(), 0.3, 0.3)]);
+        let effects = temperature_effect(&[
+            ("g".into(), 0.2, 0.1),
+            ("g".into(), 0.1, 0.15),
+            ("h".into(), 0.3, 0.3),
+        ]);
         assert_eq!(effects.len(), 2);
         assert!((effects[0].mean_change - (-0.025)).abs() < 1e-12);
         assert_eq!(effects[0].improved_fraction, 0.5);

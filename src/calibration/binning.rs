@@ -22,7 +22,9 @@ use super::error::{CalibrationError, Result};
 /// NumPy's `linspace` computes `i * (1/B)`, which for some `i` is one ulp above `i / B`
 /// (e.g. `linspace(0,1,11)[3] = 0.30000000000000004`), so a score of exactly
 /// `0.3` falls into bin 2 under `NumpyHistogram` but bin 3 under `LeftClosed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BinRule {
     #[default]

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::db::{Database, DbConfig};
 use crate::graph::{BuildOptions, GraphSummary};
 use crate::http::{self, ApiContext, ServeConfig};
+use crate::import::ImportKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +37,14 @@ pub enum Command {
     },
     /// Create the database if needed and run the migrations, then exit.
     Migrate {
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Import a benchmark dataset from DIR (laid out as under shared/data/) in one transaction;
+    /// a re-run adds nothing. Prints a JSON summary.
+    Import {
+        kind: ImportKind,
+        dir: PathBuf,
         #[command(flatten)]
         db: DbConfig,
     },
@@ -76,6 +85,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Migrate { db } => {
             Database::connect(&db).await?.close().await;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Import { kind, dir, db } => {
+            let database = Database::connect(&db).await?;
+            let progress = crate::import::stderr_progress();
+            let summary = crate::import::run(&database.pool, kind, &dir, progress).await;
+            database.close().await;
+            println!("{}", serde_json::to_string_pretty(&summary?)?);
             Ok(())
         }
         Command::Openapi => {

@@ -15,7 +15,7 @@ use crate::ingest::Ingested;
 #[derive(Debug, Clone, Serialize, Deserialize, FromRow, ToSchema)]
 pub struct Architecture {
     pub id: i64,
-    /// Canonical Weisfeiler–Lehman hash of the computation graph (`wl1:<sha256>`).
+    /// Canonical Weisfeiler–Lehman hash of the computation graph (`wl2:<sha256>`).
     pub graph_hash: String,
     pub name: Option<String>,
     pub family: Option<String>,
@@ -36,6 +36,7 @@ pub struct Architecture {
 
 /// Descriptive fields given with an upload.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NewArchitecture {
     /// Display name; also recorded as an alias in the `source` namespace (default `upload`).
     pub name: Option<String>,

@@ -101,7 +101,11 @@ impl Figures {
         binned
             .into_iter()
             .flat_map(|(m, map)| map.iter().map(move |(&b, &v)| (m, b, v)))
-            .chain(scalars.into_iter().filter_map(|(m, v)| v.map(|v| (m, 0, v))))
+            .chain(
+                scalars
+                    .into_iter()
+                    .filter_map(|(m, v)| v.map(|v| (m, 0, v))),
+            )
             .collect()
     }
 }
@@ -195,10 +199,23 @@ pub async fn store(conn: &mut PgConnection, record: &CalibrationRecord) -> sqlx:
     Ok(())
 }
 
-type RunRow = (i64, String, Option<f64>, Option<f64>, Option<i32>, String, serde_json::Value, Option<sqlx::types::Json<Reliability>>);
+type RunRow = (
+    i64,
+    String,
+    Option<f64>,
+    Option<f64>,
+    Option<i32>,
+    String,
+    serde_json::Value,
+    Option<sqlx::types::Json<Reliability>>,
+);
 
 /// The stored calibration of an architecture on a dataset.
-pub async fn get(pool: &PgPool, architecture_id: i64, dataset: &str) -> sqlx::Result<Option<CalibrationRecord>> {
+pub async fn get(
+    pool: &PgPool,
+    architecture_id: i64,
+    dataset: &str,
+) -> sqlx::Result<Option<CalibrationRecord>> {
     let run: Option<RunRow> = sqlx::query_as(
         "select architecture_id, dataset, accuracy, temperature, n_samples, source, settings, reliability
          from calibration_runs where architecture_id = $1 and dataset = $2",
@@ -207,7 +224,17 @@ pub async fn get(pool: &PgPool, architecture_id: i64, dataset: &str) -> sqlx::Re
     .bind(dataset)
     .fetch_optional(pool)
     .await?;
-    let Some((architecture_id, dataset, accuracy, temperature, n_samples, source, settings, reliability)) = run else {
+    let Some((
+        architecture_id,
+        dataset,
+        accuracy,
+        temperature,
+        n_samples,
+        source,
+        settings,
+        reliability,
+    )) = run
+    else {
         return Ok(None);
     };
     let rows: Vec<(String, String, i32, f64)> =
@@ -219,7 +246,11 @@ pub async fn get(pool: &PgPool, architecture_id: i64, dataset: &str) -> sqlx::Re
     let mut pre = Figures::default();
     let mut post: Option<Figures> = None;
     for (stage, metric, bins, value) in rows {
-        let target = if stage == "post" { post.get_or_insert_with(Figures::default) } else { &mut pre };
+        let target = if stage == "post" {
+            post.get_or_insert_with(Figures::default)
+        } else {
+            &mut pre
+        };
         target.set(&metric, bins as u32, value);
     }
     Ok(Some(CalibrationRecord {
@@ -238,8 +269,10 @@ pub async fn get(pool: &PgPool, architecture_id: i64, dataset: &str) -> sqlx::Re
 
 /// Datasets with stored calibration for an architecture.
 pub async fn datasets(pool: &PgPool, architecture_id: i64) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("select dataset from calibration_runs where architecture_id = $1 order by dataset")
-        .bind(architecture_id)
-        .fetch_all(pool)
-        .await
+    sqlx::query_scalar(
+        "select dataset from calibration_runs where architecture_id = $1 order by dataset",
+    )
+    .bind(architecture_id)
+    .fetch_all(pool)
+    .await
 }

@@ -4,6 +4,7 @@
 pub mod architectures;
 pub mod calibration;
 pub mod embedded;
+pub mod results;
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -31,12 +31,19 @@ pub struct ModelBuilder {
 /// `Conv` hyper-parameters (square kernels, symmetric padding, dilation 1).
 #[derive(Debug, Clone, Copy)]
 pub struct ConvSpec {
+    /// Input channels.
     pub c_in: i64,
+    /// Output channels.
     pub c_out: i64,
+    /// Kernel side.
     pub kernel: i64,
+    /// Stride in both spatial dims.
     pub stride: i64,
+    /// Zero padding on every side.
     pub pad: i64,
+    /// Convolution groups (`c_in` for depthwise).
     pub groups: i64,
+    /// Whether the conv has a bias input (`{name}.bias`).
     pub bias: bool,
 }
 
@@ -144,7 +151,9 @@ impl ModelBuilder {
         attributes: Vec<AttributeProto>,
     ) -> String {
         debug_assert!(
-            inputs.iter().all(|i| i.is_empty() || self.names.contains(*i)),
+            inputs
+                .iter()
+                .all(|i| i.is_empty() || self.names.contains(*i)),
             "node '{name}' reads an undefined tensor: {inputs:?}"
         );
         let out = self.claim(name);

@@ -4,6 +4,7 @@
 //! graphs. See `docs/search-spaces.md` for the networks layer by layer and how they were checked
 //! against the official parameter and FLOP counts.
 
+#![warn(missing_docs)]
 pub mod builder;
 pub mod nb201;
 pub mod nb_macro;
@@ -14,18 +15,34 @@ use prost::Message;
 
 use crate::onnx::proto::ModelProto;
 
-pub use nb201::{verify_nb201_csv, NB201_DATASETS, Nb201Op, nb201_arch_strings, nb201_model, parse_nb201_arch};
-pub use nb_macro::{verify_nb_macro_csv, MacroOp, nb_macro_arch_strings, nb_macro_model, parse_nb_macro_arch};
+pub use nb_macro::{
+    MacroOp, nb_macro_arch_strings, nb_macro_counted_flops, nb_macro_model, parse_nb_macro_arch,
+    verify_nb_macro_csv,
+};
+pub use nb201::{
+    NB201_DATASETS, Nb201Op, nb201_arch_strings, nb201_counted_flops, nb201_model,
+    parse_nb201_arch, verify_nb201_csv,
+};
 
 /// Why an architecture string does not name a network of its search space.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     /// Not an NB201 cell string `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`.
     #[error("invalid NAS-Bench-201 architecture '{arch}': {reason}")]
-    Nb201Arch { arch: String, reason: String },
+    Nb201Arch {
+        /// The string given.
+        arch: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Not an 8-digit NAS-Bench-Macro code over `0`/`1`/`2`.
     #[error("invalid NAS-Bench-Macro architecture '{arch}': {reason}")]
-    MacroArch { arch: String, reason: String },
+    MacroArch {
+        /// The string given.
+        arch: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A generator parameter outside what the network supports (classes, resolution).
     #[error("invalid generator option: {0}")]
     Option(String),
@@ -55,7 +72,7 @@ pub struct Verification {
     /// Largest |generated − official|, in the table's unit (NB201 parameters are compared in
     /// parameters, although its table is in millions).
     pub max_abs_diff: f64,
-    /// The first mismatches: `(arch, column, generated, official)`.
+    /// Every mismatch: `(arch, column, generated, official)`.
     pub mismatches: Vec<(String, String, f64, f64)>,
 }
 
@@ -66,13 +83,12 @@ impl Verification {
         self.max_abs_diff = self.max_abs_diff.max((ours - official).abs());
         if equal {
             self.matched += 1;
-        } else if self.mismatches.len() < 20 {
+        } else {
             self.mismatches
                 .push((arch.to_string(), column.to_string(), ours, official));
         }
     }
 }
-
 
 #[cfg(test)]
 pub(crate) mod tests_support {
@@ -84,5 +100,30 @@ pub(crate) mod tests_support {
             .expect("run gzip");
         assert!(out.status.success(), "gzip -dc {path} failed");
         String::from_utf8(out.stdout).expect("UTF-8 CSV")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_model_round_trips_through_the_parser() {
+        let model = nb_macro_model("22212202").unwrap();
+        let path = std::env::temp_dir().join(format!("archdb-gen-{}.onnx", std::process::id()));
+        write_model(&model, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let decoded = crate::onnx::decode_model(bytes.into()).unwrap();
+        assert_eq!(decoded, model);
+        assert_eq!(crate::onnx::default_opset(&decoded), Some(builder::OPSET));
+    }
+
+    #[test]
+    fn six_significant_digits() {
+        assert!(equal_at_6_significant(129_306, 0.129306));
+        assert!(equal_at_6_significant(1_073_466, 1.07347));
+        assert!(!equal_at_6_significant(1_073_456, 1.07347));
+        assert!(!equal_at_6_significant(129_307, 0.129306));
     }
 }

@@ -17,8 +17,8 @@
 
 use std::sync::LazyLock;
 
-use super::{GenerateError, Verification};
 use super::builder::{ConvSpec, ModelBuilder};
+use super::{GenerateError, Verification};
 use crate::onnx::proto::ModelProto;
 
 /// An NB201 edge operation.
@@ -258,7 +258,12 @@ fn relu_conv_bn(b: &mut ModelBuilder, name: &str, x: &str, spec: ConvSpec) -> St
 /// The stride-2 `ResNetBasicblock(c → 2c)` between stages: `conv_a` ReLU-Conv3×3(s2)-BN,
 /// `conv_b` ReLU-Conv3×3-BN, shortcut `AvgPool(2, 2)`-Conv1×1 (no bias, no BN), and their sum.
 fn resnet_basic_block(b: &mut ModelBuilder, name: &str, x: &str, c: i64) -> String {
-    let a = relu_conv_bn(b, &format!("{name}.conv_a"), x, ConvSpec::same(c, 2 * c, 3, 2));
+    let a = relu_conv_bn(
+        b,
+        &format!("{name}.conv_a"),
+        x,
+        ConvSpec::same(c, 2 * c, 3, 2),
+    );
     let main = relu_conv_bn(
         b,
         &format!("{name}.conv_b"),
@@ -276,13 +281,7 @@ fn resnet_basic_block(b: &mut ModelBuilder, name: &str, x: &str, c: i64) -> Stri
 }
 
 /// One `InferCell` at `c` channels, stride 1. Edge l (string order) is module `{name}.layers.l`.
-fn infer_cell(
-    b: &mut ModelBuilder,
-    name: &str,
-    x: &str,
-    c: i64,
-    ops: &[Nb201Op; 6],
-) -> String {
+fn infer_cell(b: &mut ModelBuilder, name: &str, x: &str, c: i64, ops: &[Nb201Op; 6]) -> String {
     // nodes[k]: the tensor of node k, or None while node k is zero and not yet materialised.
     let mut nodes: Vec<Option<String>> = vec![Some(x.to_string())];
     for target in 1..=3 {
@@ -467,6 +466,19 @@ pub fn verify_nb201_csv(csv: &str) -> Result<(Verification, Verification), Strin
     Ok((params, index))
 }
 
+/// FLOPs as NATS-Bench counts them (`get_model_infos` in AutoDL-Projects): the
+/// multiply-accumulates of every convolution and linear layer, linear bias additions included;
+/// BN, ReLU, pooling and additions are not counted. Computed from a computation graph's nodes;
+/// equals the official `flops` of the NATS-Bench records (see the tests).
+pub fn nb201_counted_flops(graph: &crate::graph::CompGraph) -> u64 {
+    graph
+        .graph
+        .node_weights()
+        .filter(|n| matches!(n.op_type.as_str(), "Conv" | "Gemm"))
+        .map(|n| n.macs)
+        .sum()
+}
+
 /// Parameters of the generated network as archdb's ingest counts them.
 fn generated_params(arch: &str, classes: u32) -> Result<u64, Box<dyn std::error::Error>> {
     use prost::Message;
@@ -541,6 +553,55 @@ mod tests {
         }
     }
 
+    /// The official NATS-Bench records (`fake_torch_dir` meta of archs 0, 11 and 284): params
+    /// and FLOPs in millions for cifar10, cifar100, ImageNet16-120.
+    const NATS_RECORDS: &[(usize, [(f64, f64); 3])] = &[
+        (
+            0,
+            [
+                (0.129306, 15.64737),
+                (0.135156, 15.65322),
+                (0.136456, 3.91948),
+            ],
+        ),
+        (
+            11,
+            [
+                (0.802426, 113.95137),
+                (0.808276, 113.95722),
+                (0.809576, 28.49548),
+            ],
+        ),
+        (
+            284,
+            [
+                (0.101306, 11.71521),
+                (0.107156, 11.72106),
+                (0.108456, 2.93644),
+            ],
+        ),
+    ];
+
+    #[test]
+    fn params_and_flops_match_nats_records() {
+        let archs: Vec<String> = nb201_arch_strings().take(285).collect();
+        for (index, records) in NATS_RECORDS {
+            for (classes, (params_m, flops_m)) in [10, 100, 120].into_iter().zip(records) {
+                let g = ingest(&nb201_model(&archs[*index], classes).unwrap());
+                assert_eq!(
+                    g.summary.params,
+                    (params_m * 1e6).round() as u64,
+                    "arch {index}"
+                );
+                let flops = nb201_counted_flops(&g) as f64 / 1e6;
+                assert!(
+                    (flops - flops_m).abs() < 5e-6,
+                    "arch {index}, {classes} classes: {flops} vs official {flops_m} MFLOPs"
+                );
+            }
+        }
+    }
+
     #[test]
     fn exact_param_counts() {
         // Stem 432 + 32, reductions 14,464 and 57,600, head BN 128 + Linear 650.
@@ -587,7 +648,8 @@ mod tests {
         assert_eq!(g.summary.op_counts["Add"], 15 * 3 + 2);
         // Node 2 is zero and read by a 3×3 conv: one Mul per cell, conv kept (official params
         // count it).
-        let arch = "|nor_conv_3x3~0|+|none~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|";
+        let arch =
+            "|nor_conv_3x3~0|+|none~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|";
         let g = ingest(&nb201_model(arch, 10).unwrap());
         assert_eq!(g.summary.op_counts["Mul"], 15);
         assert_eq!(g.summary.op_counts["Conv"], 1 + 15 * 3 + 6);
@@ -653,9 +715,8 @@ mod tests {
     #[test]
     #[ignore = "needs the shared NB201 table and takes a while"]
     fn all_cells_match_official_params() {
-        let path = std::env::var("NB201_CSV").unwrap_or_else(|_| {
-            "/work/shared/data/nasbench201/nb201_tss_licensed.csv.gz".into()
-        });
+        let path = std::env::var("NB201_CSV")
+            .unwrap_or_else(|_| "/work/shared/data/nasbench201/nb201_tss_licensed.csv.gz".into());
         let csv = crate::generate::tests_support::gunzip(&path);
         let start = std::time::Instant::now();
         let mut nodes = 0;
@@ -680,6 +741,57 @@ mod tests {
             start.elapsed()
         );
         assert_eq!(index.matched, NB201_SIZE);
-        assert_eq!(params.matched, params.compared);
+        // The table disagrees for 150 archs (× 3 columns), each time by exactly one 1×1 edge
+        // (28,000 parameters) or one 3×3 edge (243,040), up to the table's 6-digit rounding.
+        // NASLib's own counts and the official NATS records agree with the generated networks
+        // there (see `naslib_params_agree` and `docs/search-spaces.md`).
+        assert_eq!(params.compared, 3 * NB201_SIZE);
+        assert_eq!(params.matched, 46_425);
+        for (arch, column, ours, official) in &params.mismatches {
+            let diff = (ours - official).abs();
+            assert!(
+                [28_000.0, 243_040.0]
+                    .iter()
+                    .any(|edge| (diff - edge).abs() <= 5.0),
+                "{arch} {column}: {ours} vs {official}"
+            );
+        }
+    }
+
+    /// NASLib's parameter counts (`zc_nasbench201.json` samples in
+    /// `/work/shared/data/nas_bench_suite_zero`, counted on NASLib's own NB201 models) against the
+    /// generated networks: an independent check, including archs where the NATS table is off.
+    #[test]
+    #[ignore = "needs the shared NAS-Bench-Suite-Zero samples"]
+    fn naslib_params_agree() {
+        let path = std::env::var("NB_SUITE_ZERO_JSONL").unwrap_or_else(|_| {
+            "/work/shared/data/nas_bench_suite_zero/nas_bench_suite_zero_samples.jsonl.gz".into()
+        });
+        let text = crate::generate::tests_support::gunzip(&path);
+        let (mut compared, mut matched) = (0, 0);
+        for line in text.lines().filter(|l| l.contains("\"nasbench201\"")) {
+            // Python's json writes NaN/Infinity for some zero-cost scores.
+            let line = line
+                .replace("-Infinity", "null")
+                .replace("Infinity", "null");
+            let v: serde_json::Value = serde_json::from_str(&line.replace("NaN", "null")).unwrap();
+            if v["search_space"] != "nasbench201" {
+                continue;
+            }
+            let classes = match v["task"].as_str().unwrap() {
+                "cifar10" => 10,
+                "cifar100" => 100,
+                "ImageNet16-120" => 120,
+                other => panic!("task {other}"),
+            };
+            let arch = v["arch_str"].as_str().unwrap();
+            let naslib = (v["zero_cost"]["params"].as_f64().unwrap() * 1e6).round() as u64;
+            let ours = ingest(&nb201_model(arch, classes).unwrap()).summary.params;
+            compared += 1;
+            matched += usize::from(ours == naslib);
+            assert_eq!(ours, naslib, "{arch} ({classes} classes)");
+        }
+        println!("NASLib NB201 params: {matched}/{compared} match");
+        assert!(compared > 2_000);
     }
 }

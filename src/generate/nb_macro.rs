@@ -159,7 +159,11 @@ pub fn nb_macro_model(arch: &str) -> Result<ModelProto, GenerateError> {
             layer += 1;
         }
     }
-    let head = b.conv("out.0", &feature, ConvSpec::same(channels, HEAD_CHANNELS, 1, 1));
+    let head = b.conv(
+        "out.0",
+        &feature,
+        ConvSpec::same(channels, HEAD_CHANNELS, 1, 1),
+    );
     let head = b.batch_norm("out.1", &head, HEAD_CHANNELS);
     let head = b.relu("out.2", &head);
     let pooled = b.global_avg_pool("out.3", &head);
@@ -355,7 +359,14 @@ mod tests {
             .map(|a| nb_macro_trained_arch(a).unwrap())
             .collect();
         assert_eq!(trained.len(), 3_969);
-        for bad in ["", "0000000", "000000000", "00000003", "0000000a", "0000 000"] {
+        for bad in [
+            "",
+            "0000000",
+            "000000000",
+            "00000003",
+            "0000000a",
+            "0000 000",
+        ] {
             assert!(nb_macro_model(bad).is_err(), "{bad}");
         }
     }

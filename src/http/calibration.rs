@@ -21,11 +21,13 @@ use super::error::{Error, Problem, Result};
 use super::svg::Chart;
 use crate::calibration::analysis::{self, GroupEffect, PairCorrelation};
 use crate::calibration::{
-    BinRule, BrierScaling, CalibrationConfig, CalibrationReport, EvaluationSplit, Predictions, Reliability, RowSumPolicy,
-    TemperatureScalingConfig,
+    BinRule, BrierScaling, CalibrationConfig, CalibrationReport, EvaluationSplit, Predictions,
+    Reliability, RowSumPolicy, TemperatureScalingConfig,
 };
 use crate::db::architectures as arch_store;
-use crate::db::calibration::{self as store, BINNED_METRICS, CalibrationRecord, Figures, SCALAR_METRICS};
+use crate::db::calibration::{
+    self as store, BINNED_METRICS, CalibrationRecord, Figures, SCALAR_METRICS,
+};
 
 pub fn router() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
@@ -134,9 +136,11 @@ impl ComputeQuery {
             binning: self.binning,
             brier_scaling: self.brier_scaling,
             reliability_bins: None,
-            temperature_scaling: self
-                .temperature_scaling
-                .then(|| TemperatureRequest { calibration_fraction: self.calibration_fraction, seed: self.seed, evaluate_on: None }),
+            temperature_scaling: self.temperature_scaling.then_some(TemperatureRequest {
+                calibration_fraction: self.calibration_fraction,
+                seed: self.seed,
+                evaluate_on: None,
+            }),
             max_renormalize_deviation: None,
         }
     }
@@ -148,7 +152,11 @@ fn predictions(body: PredictionsBody) -> Result<(Predictions, ComputeOptions)> {
     let predictions = match (body.probs, body.logits) {
         (Some(p), None) => Predictions::from_probability_rows(&p, &body.labels, policy),
         (None, Some(z)) => Predictions::from_logit_rows(&z, &body.labels),
-        _ => return Err(Error::Unprocessable("give exactly one of `probs` and `logits`".into())),
+        _ => {
+            return Err(Error::Unprocessable(
+                "give exactly one of `probs` and `logits`".into(),
+            ));
+        }
     }
     .map_err(|e| Error::Unprocessable(e.to_string()))?;
     Ok((predictions, body.options))
@@ -163,7 +171,9 @@ fn npz_predictions(bytes: &[u8], options: ComputeOptions) -> Result<(Predictions
         if let Some(array) = archive.by_name(name).map_err(bad)? {
             let shape = array.shape().to_vec();
             let [n, k] = shape[..] else {
-                return Err(Error::Unprocessable(format!("`{name}` must be 2-D (N×K), got shape {shape:?}")));
+                return Err(Error::Unprocessable(format!(
+                    "`{name}` must be 2-D (N×K), got shape {shape:?}"
+                )));
             };
             scores = Some((name, read_floats(array).map_err(bad)?, n, k));
             break;
@@ -175,10 +185,16 @@ fn npz_predictions(bytes: &[u8], options: ComputeOptions) -> Result<(Predictions
             archive.array_names().collect::<Vec<_>>()
         )));
     };
-    let labels_array = archive.by_name("labels").map_err(bad)?.ok_or_else(|| Error::Unprocessable("the .npz has no `labels` array".into()))?;
+    let labels_array = archive
+        .by_name("labels")
+        .map_err(bad)?
+        .ok_or_else(|| Error::Unprocessable("the .npz has no `labels` array".into()))?;
     let labels = read_floats(labels_array).map_err(bad)?;
     if labels.len() as u64 != n {
-        return Err(Error::Unprocessable(format!("{} labels for {n} rows of `{name}`", labels.len())));
+        return Err(Error::Unprocessable(format!(
+            "{} labels for {n} rows of `{name}`",
+            labels.len()
+        )));
     }
     let labels: Vec<usize> = labels
         .iter()
@@ -203,11 +219,33 @@ fn read_floats<R: std::io::Read>(array: npyz::NpyFile<R>) -> std::io::Result<Vec
     let convert = |v: Vec<f64>| Ok(v);
     match (ty.type_char(), ty.size_field()) {
         (TypeChar::Float, 8) => array.into_vec::<f64>(),
-        (TypeChar::Float, 4) => convert(array.into_vec::<f32>()?.into_iter().map(f64::from).collect()),
-        (TypeChar::Int, 8) => convert(array.into_vec::<i64>()?.into_iter().map(|v| v as f64).collect()),
-        (TypeChar::Int, 4) => convert(array.into_vec::<i32>()?.into_iter().map(f64::from).collect()),
-        (TypeChar::Uint, 1) => convert(array.into_vec::<u8>()?.into_iter().map(f64::from).collect()),
-        (c, s) => Err(std::io::Error::other(format!("unsupported dtype {c:?}{s}: use float32/64 or int32/64"))),
+        (TypeChar::Float, 4) => convert(
+            array
+                .into_vec::<f32>()?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+        ),
+        (TypeChar::Int, 8) => convert(
+            array
+                .into_vec::<i64>()?
+                .into_iter()
+                .map(|v| v as f64)
+                .collect(),
+        ),
+        (TypeChar::Int, 4) => convert(
+            array
+                .into_vec::<i32>()?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+        ),
+        (TypeChar::Uint, 1) => {
+            convert(array.into_vec::<u8>()?.into_iter().map(f64::from).collect())
+        }
+        (c, s) => Err(std::io::Error::other(format!(
+            "unsupported dtype {c:?}{s}: use float32/64 or int32/64"
+        ))),
     }
 }
 
@@ -221,7 +259,11 @@ async fn evaluate(predictions: Predictions, options: &ComputeOptions) -> Result<
 }
 
 /// Reads predictions from a JSON body or an `.npz` upload (any other content type).
-async fn read_predictions(ctx: &ApiContext, query: &ComputeQuery, request: Request) -> Result<(Predictions, ComputeOptions)> {
+async fn read_predictions(
+    ctx: &ApiContext,
+    query: &ComputeQuery,
+    request: Request,
+) -> Result<(Predictions, ComputeOptions)> {
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -246,20 +288,36 @@ async fn read_predictions(ctx: &ApiContext, query: &ComputeQuery, request: Reque
         (status = 200, description = "reliability diagram", content_type = "image/svg+xml", body = String),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "invalid predictions (NaN/Inf, wrong shapes, labels out of range, rows not summing to 1)", body = Problem, content_type = "application/problem+json")))]
-async fn compute(State(ctx): State<ApiContext>, query: Result<axum_extra::extract::Query<ComputeQuery>, axum_extra::extract::QueryRejection>, request: Request) -> Result<Response> {
+async fn compute(
+    State(ctx): State<ApiContext>,
+    query: Result<axum_extra::extract::Query<ComputeQuery>, axum_extra::extract::QueryRejection>,
+    request: Request,
+) -> Result<Response> {
     let query = query?.0;
     let (predictions, options) = read_predictions(&ctx, &query, request).await?;
     let report = evaluate(predictions, &options).await?;
     match query.format.as_deref() {
         None | Some("json") => Ok(Json(report).into_response()),
-        Some("svg") => Ok(([(header::CONTENT_TYPE, "image/svg+xml")], reliability_svg(&report.reliability)).into_response()),
-        Some(other) => Err(Error::BadRequest(format!("unknown format `{other}` (json, svg)"))),
+        Some("svg") => Ok((
+            [(header::CONTENT_TYPE, "image/svg+xml")],
+            reliability_svg(&report.reliability),
+        )
+            .into_response()),
+        Some(other) => Err(Error::BadRequest(format!(
+            "unknown format `{other}` (json, svg)"
+        ))),
     }
 }
 
 /// Reliability diagram: accuracy per confidence bin (bars) against the diagonal.
 fn reliability_svg(rel: &Reliability) -> String {
-    let mut chart = Chart::new("Reliability diagram", "confidence", "accuracy", (0.0, 1.0), (0.0, 1.0));
+    let mut chart = Chart::new(
+        "Reliability diagram",
+        "confidence",
+        "accuracy",
+        (0.0, 1.0),
+        (0.0, 1.0),
+    );
     let mut draw = |bins: &[crate::calibration::ReliabilityBin], colour: &str, label: &str| {
         for b in bins {
             if let Some(acc) = b.accuracy {
@@ -303,15 +361,23 @@ async fn put_calibration(
 ) -> Result<Json<CalibrationRecord>> {
     let Path((id, dataset)) = path?;
     let query = query?.0;
-    arch_store::get(&ctx.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
-    let is_json = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    arch_store::get(&ctx.pool, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
     let record = if is_json {
         let Json(body) = Json::<serde_json::Value>::from_request(request, &ctx).await?;
         if body.get("pre").is_some() {
-            let given: GivenFigures = serde_json::from_value(body).map_err(|e| Error::Unprocessable(format!("invalid figures: {e}")))?;
+            let given: GivenFigures = serde_json::from_value(body)
+                .map_err(|e| Error::Unprocessable(format!("invalid figures: {e}")))?;
             given_record(id, dataset, given)?
         } else {
-            let parsed: PredictionsBody = serde_json::from_value(body).map_err(|e| Error::Unprocessable(format!("invalid predictions: {e}")))?;
+            let parsed: PredictionsBody = serde_json::from_value(body)
+                .map_err(|e| Error::Unprocessable(format!("invalid predictions: {e}")))?;
             let (predictions, options) = predictions(parsed)?;
             computed_record(id, dataset, predictions, &options).await?
         }
@@ -326,7 +392,12 @@ async fn put_calibration(
     Ok(Json(record))
 }
 
-async fn computed_record(id: i64, dataset: String, predictions: Predictions, options: &ComputeOptions) -> Result<CalibrationRecord> {
+async fn computed_record(
+    id: i64,
+    dataset: String,
+    predictions: Predictions,
+    options: &ComputeOptions,
+) -> Result<CalibrationRecord> {
     let n = predictions.n_samples() as i32;
     let config = options.config();
     let report = evaluate(predictions, options).await?;
@@ -351,10 +422,14 @@ fn given_record(id: i64, dataset: String, given: GivenFigures) -> Result<Calibra
     for figures in std::iter::once(&given.pre).chain(given.post.as_ref()) {
         for (metric, bins, v) in figures.rows() {
             if !v.is_finite() {
-                return Err(Error::Unprocessable(format!("figure {metric}@{bins} = {v} is not finite")));
+                return Err(Error::Unprocessable(format!(
+                    "figure {metric}@{bins} = {v} is not finite"
+                )));
             }
             if BINNED_METRICS.contains(&metric) && bins == 0 {
-                return Err(Error::Unprocessable(format!("{metric}: bin counts must be positive")));
+                return Err(Error::Unprocessable(format!(
+                    "{metric}: bin counts must be positive"
+                )));
             }
         }
     }
@@ -376,20 +451,32 @@ fn given_record(id: i64, dataset: String, given: GivenFigures) -> Result<Calibra
 #[utoipa::path(get, path = "/v1/architectures/{id}/calibration/{dataset}", tag = "calibration",
     params(("id" = i64, Path), ("dataset" = String, Path)),
     responses((status = 200, body = CalibrationRecord), (status = 404, body = Problem, content_type = "application/problem+json")))]
-async fn get_calibration(State(ctx): State<ApiContext>, path: Result<Path<(i64, String)>, PathRejection>) -> Result<Json<CalibrationRecord>> {
+async fn get_calibration(
+    State(ctx): State<ApiContext>,
+    path: Result<Path<(i64, String)>, PathRejection>,
+) -> Result<Json<CalibrationRecord>> {
     let Path((id, dataset)) = path?;
     store::get(&ctx.pool, id, &dataset)
         .await?
         .map(Json)
-        .ok_or_else(|| Error::NotFound(format!("no calibration stored for architecture {id} on `{dataset}`")))
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no calibration stored for architecture {id} on `{dataset}`"
+            ))
+        })
 }
 
 /// Datasets with stored calibration for an architecture.
 #[utoipa::path(get, path = "/v1/architectures/{id}/calibration", tag = "calibration", params(("id" = i64, Path)),
     responses((status = 200, body = Vec<String>), (status = 404, body = Problem, content_type = "application/problem+json")))]
-async fn architecture_datasets(State(ctx): State<ApiContext>, path: Result<Path<i64>, PathRejection>) -> Result<Json<Vec<String>>> {
+async fn architecture_datasets(
+    State(ctx): State<ApiContext>,
+    path: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Vec<String>>> {
     let Path(id) = path?;
-    arch_store::get(&ctx.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
+    arch_store::get(&ctx.pool, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
     Ok(Json(store::datasets(&ctx.pool, id).await?))
 }
 
@@ -400,12 +487,23 @@ fn check_metric(metric: &str) -> Result<bool> {
     } else if SCALAR_METRICS.contains(&metric) {
         Ok(false)
     } else {
-        Err(Error::BadRequest(format!("unknown metric `{metric}` ({})", [&BINNED_METRICS[..], &SCALAR_METRICS[..]].concat().join(", "))))
+        Err(Error::BadRequest(format!(
+            "unknown metric `{metric}` ({})",
+            [&BINNED_METRICS[..], &SCALAR_METRICS[..]]
+                .concat()
+                .join(", ")
+        )))
     }
 }
 
 fn check_stage(stage: &str) -> Result<()> {
-    if matches!(stage, "pre" | "post") { Ok(()) } else { Err(Error::BadRequest(format!("unknown stage `{stage}` (pre, post)"))) }
+    if matches!(stage, "pre" | "post") {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "unknown stage `{stage}` (pre, post)"
+        )))
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -446,22 +544,35 @@ struct CalibrationRow {
 /// Lists stored calibration figures of one metric, filtered and sorted.
 #[utoipa::path(get, path = "/v1/calibration", tag = "calibration", params(ListQuery),
     responses((status = 200, body = Vec<CalibrationRow>), (status = 400, body = Problem, content_type = "application/problem+json")))]
-async fn list_calibration(State(ctx): State<ApiContext>, query: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<Vec<CalibrationRow>>> {
+async fn list_calibration(
+    State(ctx): State<ApiContext>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<CalibrationRow>>> {
     let Query(q) = query?;
     let metric = q.metric.unwrap_or_else(|| "ece".into());
-    let bins = if check_metric(&metric)? { q.bins.unwrap_or(15) } else { 0 };
+    let bins = if check_metric(&metric)? {
+        q.bins.unwrap_or(15)
+    } else {
+        0
+    };
     let stage = q.stage.unwrap_or_else(|| "pre".into());
     check_stage(&stage)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) || q.offset.is_some_and(|o| o < 0) {
-        return Err(Error::BadRequest("limit must be 1–1000 and offset ≥ 0".into()));
+        return Err(Error::BadRequest(
+            "limit must be 1–1000 and offset ≥ 0".into(),
+        ));
     }
     let order = match q.sort.as_deref().unwrap_or("value") {
         "value" => "m.value asc",
         "-value" => "m.value desc",
         "accuracy" => "r.accuracy asc nulls last",
         "-accuracy" => "r.accuracy desc nulls last",
-        other => return Err(Error::BadRequest(format!("unknown sort `{other}` (value, -value, accuracy, -accuracy)"))),
+        other => {
+            return Err(Error::BadRequest(format!(
+                "unknown sort `{other}` (value, -value, accuracy, -accuracy)"
+            )));
+        }
     };
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
         "select m.architecture_id, a.name, a.family, m.dataset, m.stage, m.metric, m.bins, m.value, r.accuracy
@@ -470,7 +581,11 @@ async fn list_calibration(State(ctx): State<ApiContext>, query: Result<Query<Lis
          join architectures a on a.id = m.architecture_id
          where m.metric = ",
     );
-    sql.push_bind(metric).push(" and m.bins = ").push_bind(bins).push(" and m.stage = ").push_bind(stage);
+    sql.push_bind(metric)
+        .push(" and m.bins = ")
+        .push_bind(bins)
+        .push(" and m.stage = ")
+        .push_bind(stage);
     if let Some(d) = q.dataset {
         sql.push(" and m.dataset = ").push_bind(d);
     }
@@ -483,10 +598,12 @@ async fn list_calibration(State(ctx): State<ApiContext>, query: Result<Query<Lis
     if let Some(v) = q.max_accuracy {
         sql.push(" and r.accuracy <= ").push_bind(v);
     }
-    sql.push(format!(" order by {order}, m.architecture_id, m.dataset limit "))
-        .push_bind(limit)
-        .push(" offset ")
-        .push_bind(q.offset.unwrap_or(0));
+    sql.push(format!(
+        " order by {order}, m.architecture_id, m.dataset limit "
+    ))
+    .push_bind(limit)
+    .push(" offset ")
+    .push_bind(q.offset.unwrap_or(0));
     Ok(Json(sql.build_query_as().fetch_all(&ctx.pool).await?))
 }
 
@@ -543,15 +660,30 @@ struct Analysis {
 /// The calibration benchmark's questions, answered over the stored figures.
 #[utoipa::path(get, path = "/v1/calibration/analysis", tag = "calibration", params(AnalysisQuery),
     responses((status = 200, body = Analysis), (status = 400, body = Problem, content_type = "application/problem+json")))]
-async fn analysis(State(ctx): State<ApiContext>, query: Result<Query<AnalysisQuery>, QueryRejection>) -> Result<Json<Analysis>> {
+async fn analysis(
+    State(ctx): State<ApiContext>,
+    query: Result<Query<AnalysisQuery>, QueryRejection>,
+) -> Result<Json<Analysis>> {
     let Query(q) = query?;
     let metric = q.metric.unwrap_or_else(|| "ece".into());
     let binned = check_metric(&metric)?;
     let bins = if binned { q.bins.unwrap_or(15) } else { 0 };
     let stage = q.stage.unwrap_or_else(|| "pre".into());
     check_stage(&stage)?;
-    let need_dataset = || q.dataset.clone().ok_or_else(|| Error::BadRequest(format!("kind `{}` needs `dataset`", q.kind)));
-    let mut out = Analysis { kind: q.kind.clone(), metric: metric.clone(), bins, stage: stage.clone(), correlations: None, groups: None, best: None };
+    let need_dataset = || {
+        q.dataset
+            .clone()
+            .ok_or_else(|| Error::BadRequest(format!("kind `{}` needs `dataset`", q.kind)))
+    };
+    let mut out = Analysis {
+        kind: q.kind.clone(),
+        metric: metric.clone(),
+        bins,
+        stage: stage.clone(),
+        correlations: None,
+        groups: None,
+        best: None,
+    };
     let pool = &ctx.pool;
     match q.kind.as_str() {
         "datasets" => {
@@ -578,7 +710,10 @@ async fn analysis(State(ctx): State<ApiContext>, query: Result<Query<AnalysisQue
             .fetch_all(pool)
             .await?;
             // Keys sort numerically: zero-padded bin counts.
-            let rows = rows.into_iter().map(|(b, id, v)| (format!("{b:06}"), id, v)).collect();
+            let rows = rows
+                .into_iter()
+                .map(|(b, id, v)| (format!("{b:06}"), id, v))
+                .collect();
             let mut pairs = analysis::pairwise(&group_series(rows));
             for p in &mut pairs {
                 p.a = format!("{metric}@{}", p.a.trim_start_matches('0'));
@@ -617,15 +752,31 @@ async fn analysis(State(ctx): State<ApiContext>, query: Result<Query<AnalysisQue
                     .into_iter()
                     .collect();
             let series = group_series(rows);
-            out.correlations = Some(series.iter().map(|(name, s)| analysis::correlate(name, s, "accuracy", &accuracy)).collect());
+            out.correlations = Some(
+                series
+                    .iter()
+                    .map(|(name, s)| analysis::correlate(name, s, "accuracy", &accuracy))
+                    .collect(),
+            );
         }
         "temperature" => {
             let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("select ");
             match (q.group_by.as_deref().unwrap_or("family"), &q.op) {
                 ("family", _) => sql.push("coalesce(a.family, '(none)')"),
-                ("op", Some(op)) => sql.push("coalesce(a.op_counts ->> ").push_bind(op.clone()).push(", '0')"),
-                ("op", None) => return Err(Error::BadRequest("group_by=op needs `op` (an op label, e.g. Conv)".into())),
-                (other, _) => return Err(Error::BadRequest(format!("unknown group_by `{other}` (family, op)"))),
+                ("op", Some(op)) => sql
+                    .push("coalesce(a.op_counts ->> ")
+                    .push_bind(op.clone())
+                    .push(", '0')"),
+                ("op", None) => {
+                    return Err(Error::BadRequest(
+                        "group_by=op needs `op` (an op label, e.g. Conv)".into(),
+                    ));
+                }
+                (other, _) => {
+                    return Err(Error::BadRequest(format!(
+                        "unknown group_by `{other}` (family, op)"
+                    )));
+                }
             };
             sql.push(
                 ", pre.value, post.value
@@ -635,7 +786,9 @@ async fn analysis(State(ctx): State<ApiContext>, query: Result<Query<AnalysisQue
                  join architectures a on a.id = pre.architecture_id
                  where pre.stage = 'pre' and pre.metric = ",
             );
-            sql.push_bind(metric.clone()).push(" and pre.bins = ").push_bind(bins);
+            sql.push_bind(metric.clone())
+                .push(" and pre.bins = ")
+                .push_bind(bins);
             if let Some(d) = &q.dataset {
                 sql.push(" and pre.dataset = ").push_bind(d.clone());
             }
@@ -666,7 +819,11 @@ async fn analysis(State(ctx): State<ApiContext>, query: Result<Query<AnalysisQue
             .await?;
             out.best = Some(best);
         }
-        other => return Err(Error::BadRequest(format!("unknown kind `{other}` (datasets, bins, metrics, accuracy, temperature, best)"))),
+        other => {
+            return Err(Error::BadRequest(format!(
+                "unknown kind `{other}` (datasets, bins, metrics, accuracy, temperature, best)"
+            )));
+        }
     }
     Ok(Json(out))
 }

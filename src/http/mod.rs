@@ -7,6 +7,7 @@ pub mod architectures;
 pub mod calibration;
 pub mod error;
 mod health;
+pub mod results;
 pub mod svg;
 
 use std::net::SocketAddr;
@@ -106,6 +107,7 @@ fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .merge(health::router())
         .merge(architectures::router())
         .merge(calibration::router())
+        .merge(results::router())
         .split_for_parts()
 }
 

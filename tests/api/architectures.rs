@@ -44,7 +44,7 @@ async fn samples_have_exact_params_and_macs_within_5_percent() {
             rel * 100.0
         );
         assert_eq!(body["input_shape"], serde_json::json!([1, 3, 224, 224]));
-        assert!(body["graph_hash"].as_str().unwrap().starts_with("wl1:"));
+        assert!(body["graph_hash"].as_str().unwrap().starts_with("wl2:"));
     }
 }
 

@@ -58,5 +58,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
     let server = archdb::testing::spawn(config).await;
-    TestApp { base: server.base_url, client: reqwest::Client::new(), pool: server.pool }
+    TestApp {
+        base: server.base_url,
+        client: reqwest::Client::new(),
+        pool: server.pool,
+    }
 }

@@ -7,8 +7,7 @@ use archdb::db::{Database, DbConfig, EmbeddedPostgres};
 
 #[tokio::test]
 async fn embedded_cluster_starts_persists_and_stops() {
-    let root =
-        std::env::temp_dir().join(format!("archdb-embedded-{}", std::process::id()));
+    let root = std::env::temp_dir().join(format!("archdb-embedded-{}", std::process::id()));
     let config = DbConfig {
         database_url: None,
         data_dir: root.clone(),

@@ -9,4 +9,5 @@ mod graph;
 mod invalid_input;
 mod models;
 mod openapi;
+mod results;
 mod zoo;

@@ -385,10 +385,17 @@ fn infer_split(ctx: &NodeCtx) -> Vec<TensorInfo> {
             Some(p) if !p.is_empty() => p,
             _ => {
                 // Never more parts than declared outputs (a hostile `num_outputs` must not allocate).
-                let n = ctx.attr_i("num_outputs").unwrap_or(outputs as i64).clamp(1, outputs.max(1) as i64);
+                let n = ctx
+                    .attr_i("num_outputs")
+                    .unwrap_or(outputs as i64)
+                    .clamp(1, outputs.max(1) as i64);
                 let chunk = x[axis].saturating_add(n - 1) / n;
                 (0..n)
-                    .map(|i| chunk.min(x[axis].saturating_sub(i.saturating_mul(chunk))).max(0))
+                    .map(|i| {
+                        chunk
+                            .min(x[axis].saturating_sub(i.saturating_mul(chunk)))
+                            .max(0)
+                    })
                     .collect()
             }
         };

@@ -1,0 +1,815 @@
+//! `/v1/results` (benchmark results with LEMUR `data()` parity, top models, pairs) and
+//! `/v1/lemur/…` (MinHash-similar models, on-device runs). Answers stream from the database as
+//! a JSON array, JSON lines or CSV, so a full dump never sits in memory.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::{Query, QueryRejection};
+use futures_util::{StreamExt, stream};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use tokio::sync::mpsc;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::ApiContext;
+use super::error::{Error, Problem, Result};
+use crate::db::results::{
+    self as store, Column, Filter, Kind, Output, PairSpec, RowQuery, Selection,
+};
+
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(list_results))
+        .routes(routes!(top_models))
+        .routes(routes!(pairs))
+        .routes(routes!(similar))
+        .routes(routes!(runs))
+}
+
+/// Which rows: LEMUR `data()`'s filters (each repeatable = IN) and data_withnonnullvalue's
+/// required fields.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct FilterParams {
+    /// Benchmark / source: `lemur`, `nb201`, `nb-macro`, `naslib-zc`, `nas-bench-graph`.
+    #[serde(default)]
+    benchmark: Vec<String>,
+    /// e.g. `img-classification`. Exact, case-sensitive.
+    #[serde(default)]
+    task: Vec<String>,
+    /// e.g. `cifar-10`.
+    #[serde(default)]
+    dataset: Vec<String>,
+    /// e.g. `acc`.
+    #[serde(default)]
+    metric: Vec<String>,
+    /// Model name, e.g. `AlexNet`.
+    #[serde(default)]
+    nn: Vec<String>,
+    #[serde(default)]
+    epoch: Vec<i32>,
+    /// Model-name prefix (LEMUR `nn_prefixes`): exact and case-sensitive, `_` and `%` are
+    /// plain characters. Rows matching any prefix are kept.
+    #[serde(default)]
+    nn_prefix: Vec<String>,
+    /// Field that must not be null (LEMUR `require_stat_nonnull`): id, task, dataset, metric,
+    /// nn, epoch, accuracy, duration, transform, prm, split, seed, architecture_id.
+    #[serde(default)]
+    require: Vec<String>,
+    /// Hyperparameter that must be present and not null (LEMUR `require_prm_nonnull`).
+    #[serde(default)]
+    require_prm: Vec<String>,
+}
+
+impl FilterParams {
+    fn filter(&self) -> Result<Filter> {
+        let require = self
+            .require
+            .iter()
+            .map(|f| {
+                store::require_column(f).ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "unknown field `{f}` in require (id, task, dataset, metric, nn, epoch, \
+                         accuracy, duration, transform, prm, split, seed, architecture_id)"
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Filter {
+            benchmark: self.benchmark.clone(),
+            task: self.task.clone(),
+            dataset: self.dataset.clone(),
+            metric: self.metric.clone(),
+            nn: self.nn.clone(),
+            epoch: self.epoch.clone(),
+            nn_prefix: self.nn_prefix.clone(),
+            require,
+            require_prm: self.require_prm.clone(),
+        })
+    }
+}
+
+/// LEMUR's row selection.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SelectParams {
+    /// Keep only the rows with the highest accuracy of their (task, dataset, metric, nn,
+    /// epoch); ties are kept. Applied after `unique_nn`.
+    #[serde(default)]
+    only_best_accuracy: bool,
+    /// One row per model: its best accuracy over the filtered rows (ties: lower epoch first).
+    #[serde(default)]
+    unique_nn: bool,
+    /// At most this many rows (in LEMUR's order). Absent or 0: all rows.
+    max_rows: Option<i64>,
+}
+
+impl SelectParams {
+    fn selection(&self) -> Selection {
+        Selection {
+            unique_nn: self.unique_nn,
+            only_best: self.only_best_accuracy,
+        }
+    }
+
+    fn max_rows(&self) -> Result<Option<i64>> {
+        match self.max_rows {
+            Some(n) if n < 0 => Err(Error::BadRequest("max_rows must not be negative".into())),
+            Some(0) | None => Ok(None),
+            Some(n) => Ok(Some(n)),
+        }
+    }
+}
+
+/// Optional columns.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ColumnParams {
+    /// Add `nn_code`, `nn_id`, `metric_code`, `metric_id`, `transform_code`, `transform_id`
+    /// (LEMUR code and code ids; transform and metric code are not shipped, so null).
+    #[serde(default)]
+    include_code: bool,
+    /// Add LEMUR's 29 `nn_*` architecture statistics (one statistics row per model).
+    #[serde(default)]
+    include_nn_stats: bool,
+    /// `false`: `prm` is `{}`.
+    #[serde(default = "yes")]
+    include_prm: bool,
+    /// Also return each hyperparameter as its own column (a name that would shadow a column
+    /// gets a `prm_` prefix).
+    #[serde(default)]
+    prm_as_columns: bool,
+    /// nn statistic (alias `nn_flops` or raw `flops`) that must not be null: only rows with
+    /// statistics for their own (nn, prm_id), returning just these `nn_*` columns.
+    #[serde(default)]
+    require_nn_stat: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ColumnParams {
+    fn output(&self) -> Result<Output> {
+        let require_nn_stat = self
+            .require_nn_stat
+            .iter()
+            .map(|c| {
+                store::nn_stat_column(c).ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "unknown nn statistic `{c}` in require_nn_stat (e.g. nn_flops, nn_total_params)"
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Output {
+            code: self.include_code,
+            nn_stats: self.include_nn_stats,
+            prm: self.include_prm,
+            prm_as_columns: self.prm_as_columns,
+            require_nn_stat,
+        })
+    }
+}
+
+/// Response format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Format {
+    /// One JSON array of row objects.
+    #[default]
+    Json,
+    /// One JSON object per line (`application/x-ndjson`).
+    Jsonl,
+    /// CSV with a header row; `prm` is JSON text, nulls are empty.
+    Csv,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct FormatParam {
+    /// `json` (default), `jsonl` or `csv`.
+    format: Option<Format>,
+}
+
+/// A result row as `GET /v1/results` returns it (more columns with `include_code`,
+/// `include_nn_stats`, `prm_as_columns`).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // documents the streamed rows for OpenAPI only
+struct ResultRow {
+    /// The row's key in its benchmark (LEMUR stat id).
+    id: String,
+    benchmark: String,
+    task: String,
+    dataset: String,
+    metric: String,
+    nn: String,
+    epoch: Option<i64>,
+    /// The metric's value (LEMUR `accuracy`).
+    accuracy: Option<f64>,
+    /// Training time in nanoseconds.
+    duration: Option<i64>,
+    split: Option<String>,
+    seed: Option<i64>,
+    /// Hyperparameter-set id (LEMUR `prm_id`).
+    prm_id: Option<String>,
+    /// Hyperparameters, exactly as LEMUR returns `prm` (including `transform`).
+    prm: serde_json::Value,
+    transform: Option<String>,
+    /// The model's computation graph (`/v1/architectures/{id}`), where one is stored.
+    architecture_id: Option<i64>,
+}
+
+/// Rejects parameters that no part of the endpoint knows (a typo would silently widen the
+/// answer).
+fn check_known(
+    given: &[(String, String)],
+    known: &[Vec<utoipa::openapi::path::Parameter>],
+) -> Result<()> {
+    let names: Vec<&str> = known.iter().flatten().map(|p| p.name.as_str()).collect();
+    match given.iter().find(|(k, _)| !names.contains(&k.as_str())) {
+        Some((k, _)) => Err(Error::BadRequest(format!(
+            "unknown parameter `{k}` (known: {})",
+            names.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn params<T: IntoParams>() -> Vec<utoipa::openapi::path::Parameter> {
+    T::into_params(|| None)
+}
+
+type Q<T> = std::result::Result<Query<T>, QueryRejection>;
+
+/// Benchmark results (LEMUR `data()` / `data_withnonnullvalue()`)
+///
+/// Same filters, same selection (`unique_nn`, then `only_best_accuracy`, then `max_rows`), same
+/// order (task, dataset, metric, nn, epoch) and LEMUR's column names, plus
+/// data_withnonnullvalue's `require*`, `include_prm` and `prm_as_columns`. Streams all matching
+/// rows unless `max_rows` is set. Differences from LEMUR: docs/lemur.md.
+#[utoipa::path(get, path = "/v1/results", tag = "results",
+    params(FilterParams, SelectParams, ColumnParams, FormatParam),
+    responses(
+        (status = 200, description = "rows in LEMUR order", content(
+            (Vec<ResultRow> = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"))),
+        (status = 400, description = "unknown or malformed parameter", body = Problem, content_type = "application/problem+json")))]
+async fn list_results(
+    State(ctx): State<ApiContext>,
+    raw: Q<Vec<(String, String)>>,
+    filter: Q<FilterParams>,
+    select: Q<SelectParams>,
+    columns: Q<ColumnParams>,
+    format: Q<FormatParam>,
+) -> Result<Response> {
+    check_known(
+        &raw?.0,
+        &[
+            params::<FilterParams>(),
+            params::<SelectParams>(),
+            params::<ColumnParams>(),
+            params::<FormatParam>(),
+        ],
+    )?;
+    let (filter, select) = (filter?.0.filter()?, select?.0);
+    let (output, format) = (columns?.0.output()?, format?.0.format.unwrap_or_default());
+    let max_rows = select.max_rows()?;
+    let keys = if output.prm_as_columns {
+        store::prm_keys(&ctx.pool, &filter, select.selection(), max_rows).await?
+    } else {
+        Vec::new()
+    };
+    let query = store::data(&filter, select.selection(), &output, &keys, max_rows);
+    stream_rows(ctx.pool, query, format).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct TopParams {
+    /// How many models (JoinConf `num_joint_nns`), 1–100000.
+    n: i64,
+}
+
+/// The best models (LEMUR JoinConf "Var-N")
+///
+/// The best row of each model among the filtered rows, best models first, `n` distinct models.
+#[utoipa::path(get, path = "/v1/results/top-models", tag = "results",
+    params(TopParams, FilterParams, ColumnParams, FormatParam),
+    responses(
+        (status = 200, description = "one row per model, best first", content(
+            (Vec<ResultRow> = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"))),
+        (status = 400, body = Problem, content_type = "application/problem+json")))]
+async fn top_models(
+    State(ctx): State<ApiContext>,
+    raw: Q<Vec<(String, String)>>,
+    top: Q<TopParams>,
+    filter: Q<FilterParams>,
+    columns: Q<ColumnParams>,
+    format: Q<FormatParam>,
+) -> Result<Response> {
+    check_known(
+        &raw?.0,
+        &[
+            params::<TopParams>(),
+            params::<FilterParams>(),
+            params::<ColumnParams>(),
+            params::<FormatParam>(),
+        ],
+    )?;
+    let n = top?.0.n;
+    if !(1..=100_000).contains(&n) {
+        return Err(Error::BadRequest("n must be between 1 and 100000".into()));
+    }
+    let output = no_prm_columns(columns?.0.output()?, "top-models")?;
+    let query = store::top_models(&filter?.0.filter()?, &output, n);
+    stream_rows(ctx.pool, query, format?.0.format.unwrap_or_default()).await
+}
+
+fn no_prm_columns(output: Output, endpoint: &str) -> Result<Output> {
+    if output.prm_as_columns {
+        return Err(Error::BadRequest(format!(
+            "prm_as_columns is only supported by /v1/results, not {endpoint}"
+        )));
+    }
+    Ok(output)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PairParams {
+    /// Column the partner shares (JoinConf `same_columns`): task, dataset, metric, nn, epoch.
+    /// At least one.
+    #[serde(default)]
+    same: Vec<String>,
+    /// Column the partner differs in (JoinConf `diff_columns`).
+    #[serde(default)]
+    diff: Vec<String>,
+    /// The partner has a higher accuracy (JoinConf `enhance_nn`).
+    #[serde(default)]
+    better: bool,
+    /// Leave out rows that have no partner (LEMUR keeps them with null `*_2` columns).
+    #[serde(default)]
+    require_partner: bool,
+    /// Any text: makes the random choice of partners repeatable.
+    seed: Option<String>,
+}
+
+fn pair_column(c: &str) -> Result<&'static str> {
+    ["task", "dataset", "metric", "nn", "epoch"]
+        .into_iter()
+        .find(|k| *k == c)
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "unknown column `{c}` in same/diff (task, dataset, metric, nn, epoch)"
+            ))
+        })
+}
+
+/// Rows with a partner row, e.g. a better model (LEMUR JoinConf pairwise)
+///
+/// Each of the first `max_rows` rows (default 100, at most 10000) with one random partner row
+/// (`*_2` columns) that shares the `same` columns, differs in the `diff` columns and, with
+/// `better`, has a higher accuracy, e.g. `same=task&same=dataset&same=metric&same=epoch&diff=nn&
+/// better=true` for (model, better model) pairs.
+#[utoipa::path(get, path = "/v1/results/pairs", tag = "results",
+    params(PairParams, FilterParams, SelectParams, ColumnParams, FormatParam),
+    responses(
+        (status = 200, description = "rows with their partner's columns suffixed `_2`", content(
+            (Vec<ResultRow> = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"))),
+        (status = 400, body = Problem, content_type = "application/problem+json")))]
+async fn pairs(
+    State(ctx): State<ApiContext>,
+    raw: Q<Vec<(String, String)>>,
+    pair: Q<PairParams>,
+    filter: Q<FilterParams>,
+    select: Q<SelectParams>,
+    columns: Q<ColumnParams>,
+    format: Q<FormatParam>,
+) -> Result<Response> {
+    check_known(
+        &raw?.0,
+        &[
+            params::<PairParams>(),
+            params::<FilterParams>(),
+            params::<SelectParams>(),
+            params::<ColumnParams>(),
+            params::<FormatParam>(),
+        ],
+    )?;
+    let p = pair?.0;
+    let spec = PairSpec {
+        same: p
+            .same
+            .iter()
+            .map(|c| pair_column(c))
+            .collect::<Result<_>>()?,
+        diff: p
+            .diff
+            .iter()
+            .map(|c| pair_column(c))
+            .collect::<Result<_>>()?,
+        better: p.better,
+        require_partner: p.require_partner,
+        seed: p.seed,
+    };
+    if spec.same.is_empty() {
+        return Err(Error::BadRequest(
+            "pairs need at least one `same` column (e.g. same=task&same=dataset)".into(),
+        ));
+    }
+    let select = select?.0;
+    let max_rows = select.max_rows()?.unwrap_or(100);
+    if max_rows > 10_000 {
+        return Err(Error::BadRequest(
+            "max_rows must be at most 10000 for pairs".into(),
+        ));
+    }
+    let output = no_prm_columns(columns?.0.output()?, "pairs")?;
+    let query = store::pairs(
+        &filter?.0.filter()?,
+        select.selection(),
+        &output,
+        &spec,
+        max_rows,
+    );
+    stream_rows(ctx.pool, query, format?.0.format.unwrap_or_default()).await
+}
+
+/// LEMUR's similarity bands (`SIM_BANDS`), half-open `[min, max)`, from the most similar down.
+const BANDS: [(&str, f64, f64); 6] = [
+    ("very_high", 0.98, 1.0000001),
+    ("high", 0.95, 0.98),
+    ("medium", 0.85, 0.95),
+    ("low", 0.60, 0.85),
+    ("very_low_near", 0.30, 0.60),
+    ("very_low_far", 0.0, 0.30),
+];
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SimilarParams {
+    /// The model to compare with. Absent: the first of the 50 most accurate models that has at
+    /// least `n` neighbours in the band (trying lower bands when none has).
+    anchor_nn: Option<String>,
+    /// very_high, high, medium, low, very_low_near, very_low_far (default: all of [0, 1]).
+    band: Option<String>,
+    /// Lower Jaccard bound (inclusive); overrides the band's.
+    min_jaccard: Option<f64>,
+    /// Upper Jaccard bound (exclusive); overrides the band's.
+    max_jaccard: Option<f64>,
+    /// Models wanted (JoinConf `num_joint_nns`), default 10.
+    n: Option<usize>,
+    /// Rows returned: up to `n × overfetch` (default 10).
+    overfetch: Option<usize>,
+}
+
+/// Models with code similar to an anchor's (LEMUR JoinConf `anchor_band_db_minhash`)
+///
+/// Models whose code MinHash Jaccard similarity (7-token shingles) to the anchor model lies in
+/// the band, each with its best row among the filtered LEMUR rows, most accurate first, with
+/// `anchor_jaccard` and `anchor_nn`.
+#[utoipa::path(get, path = "/v1/lemur/similar", tag = "lemur",
+    params(SimilarParams, FilterParams, ColumnParams, FormatParam),
+    responses(
+        (status = 200, description = "best rows of the similar models", content(
+            (Vec<ResultRow> = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown anchor, or no anchor with neighbours", body = Problem, content_type = "application/problem+json")))]
+async fn similar(
+    State(ctx): State<ApiContext>,
+    raw: Q<Vec<(String, String)>>,
+    sim: Q<SimilarParams>,
+    filter: Q<FilterParams>,
+    columns: Q<ColumnParams>,
+    format: Q<FormatParam>,
+) -> Result<Response> {
+    check_known(
+        &raw?.0,
+        &[
+            params::<SimilarParams>(),
+            params::<FilterParams>(),
+            params::<ColumnParams>(),
+            params::<FormatParam>(),
+        ],
+    )?;
+    let s = sim?.0;
+    let band = match s.band.as_deref() {
+        None => 0,
+        Some(b) => BANDS
+            .iter()
+            .position(|(name, ..)| *name == b)
+            .ok_or_else(|| {
+                let names: Vec<&str> = BANDS.iter().map(|(n, ..)| *n).collect();
+                Error::BadRequest(format!("unknown band `{b}` ({})", names.join(", ")))
+            })?,
+    };
+    let n = s.n.unwrap_or(10);
+    let overfetch = s.overfetch.unwrap_or(10);
+    if n == 0 || overfetch == 0 || n.saturating_mul(overfetch) > 100_000 {
+        return Err(Error::BadRequest(
+            "n and overfetch must be at least 1, n × overfetch at most 100000".into(),
+        ));
+    }
+    // Without a band: everything from 0 to 1; a band may be overridden by explicit bounds.
+    let bounds = |i: usize| -> (f64, f64) {
+        let (_, lo, hi) = if s.band.is_some() {
+            BANDS[i]
+        } else {
+            ("", 0.0, 1.0000001)
+        };
+        (s.min_jaccard.unwrap_or(lo), s.max_jaccard.unwrap_or(hi))
+    };
+    let candidates = store::similarity_candidates(&ctx.pool, &filter?.0.filter()?).await?;
+    let jaccard = |a: &[i32], b: &[i32]| {
+        a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
+    };
+    let neighbours = |anchor: &store::Candidate, (lo, hi): (f64, f64)| -> Vec<(i64, f64)> {
+        candidates
+            .iter()
+            .filter(|c| c.nn != anchor.nn)
+            .map(|c| (c.id, jaccard(&anchor.minhash, &c.minhash)))
+            .filter(|(_, j)| *j >= lo && *j < hi)
+            .collect()
+    };
+    let chosen = match &s.anchor_nn {
+        Some(name) => {
+            let anchor = candidates.iter().find(|c| &c.nn == name).ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no LEMUR model `{name}` with code among the filtered rows"
+                ))
+            })?;
+            Some((anchor, neighbours(anchor, bounds(band))))
+        }
+        None => {
+            let explicit = s.min_jaccard.is_some() || s.max_jaccard.is_some() || s.band.is_none();
+            let tries = if explicit {
+                band..band + 1
+            } else {
+                band..BANDS.len()
+            };
+            tries.into_iter().find_map(|b| {
+                candidates.iter().take(50).find_map(|anchor| {
+                    let found = neighbours(anchor, bounds(b));
+                    (found.len() >= n).then_some((anchor, found))
+                })
+            })
+        }
+    };
+    let (anchor, mut found) = chosen.ok_or_else(|| {
+        Error::NotFound(format!(
+            "no anchor among the 50 most accurate models has {n} neighbours in the band"
+        ))
+    })?;
+    // The candidates are sorted by accuracy, so the first ones are the rows LEMUR keeps.
+    found.truncate(n * overfetch);
+    let (ids, js) = found.into_iter().unzip();
+    let output = no_prm_columns(columns?.0.output()?, "similar")?;
+    let query = store::similar_rows(&output, &anchor.nn, ids, js);
+    stream_rows(ctx.pool, query, format?.0.format.unwrap_or_default()).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RunParams {
+    /// Model name (repeatable).
+    #[serde(default)]
+    model_name: Vec<String>,
+    /// Device, e.g. `sdk_gphone64_x86_64` (repeatable).
+    #[serde(default)]
+    device_type: Vec<String>,
+    /// At most this many rows. Absent or 0: all.
+    max_rows: Option<i64>,
+}
+
+/// On-device runs (LEMUR `run_data`)
+///
+/// Android runtime records by model and device, ordered by model.
+#[utoipa::path(get, path = "/v1/lemur/runs", tag = "lemur",
+    params(RunParams, FormatParam),
+    responses(
+        (status = 200, description = "run records ordered by model", content(
+            (Vec<serde_json::Value> = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"))),
+        (status = 400, body = Problem, content_type = "application/problem+json")))]
+async fn runs(
+    State(ctx): State<ApiContext>,
+    raw: Q<Vec<(String, String)>>,
+    run: Q<RunParams>,
+    format: Q<FormatParam>,
+) -> Result<Response> {
+    check_known(&raw?.0, &[params::<RunParams>(), params::<FormatParam>()])?;
+    let r = run?.0;
+    let max_rows = SelectParams {
+        max_rows: r.max_rows,
+        ..SelectParams::default()
+    }
+    .max_rows()?;
+    let query = store::runs(&r.model_name, &r.device_type, max_rows);
+    stream_rows(ctx.pool, query, format?.0.format.unwrap_or_default()).await
+}
+
+/// Bytes buffered before a chunk is sent.
+const CHUNK: usize = 64 * 1024;
+
+/// Runs the query on its own task and streams the encoded rows. An error before the first
+/// chunk is an ordinary problem+json answer; a later one cuts the response short.
+async fn stream_rows(pool: sqlx::PgPool, query: RowQuery, format: Format) -> Result<Response> {
+    let (sender, mut chunks) = mpsc::channel::<std::result::Result<Bytes, sqlx::Error>>(4);
+    tokio::spawn(async move {
+        let RowQuery { mut sql, columns } = query;
+        let mut encoder = Encoder::new(format, columns);
+        let mut rows = sql.build().fetch(&pool);
+        while let Some(row) = rows.next().await {
+            let sent = match row.and_then(|r| encoder.row(&r)) {
+                Ok(()) if encoder.buf.len() < CHUNK => continue,
+                Ok(()) => sender.send(Ok(encoder.take())).await,
+                Err(e) => {
+                    let _ = sender.send(Err(e)).await;
+                    return;
+                }
+            };
+            if sent.is_err() {
+                return; // the client went away
+            }
+        }
+        encoder.finish();
+        let _ = sender.send(Ok(encoder.take())).await;
+    });
+    let first = match chunks.recv().await {
+        Some(Ok(bytes)) => bytes,
+        Some(Err(e)) => return Err(e.into()),
+        None => {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "result stream ended early"
+            )));
+        }
+    };
+    let rest = stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| {
+            let chunk = chunk.map_err(|e| {
+                tracing::error!(error = %e, "result stream failed");
+                std::io::Error::other(e)
+            });
+            (chunk, chunks)
+        })
+    });
+    let body = Body::from_stream(stream::once(async { Ok(first) }).chain(rest));
+    let content_type = match format {
+        Format::Json => "application/json",
+        Format::Jsonl => "application/x-ndjson",
+        Format::Csv => "text/csv; charset=utf-8",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// Writes rows as a JSON array, JSON lines or CSV.
+struct Encoder {
+    format: Format,
+    columns: Vec<Column>,
+    /// `"name":` for JSON, pre-escaped.
+    keys: Vec<Vec<u8>>,
+    buf: Vec<u8>,
+    rows: u64,
+}
+
+impl Encoder {
+    fn new(format: Format, columns: Vec<Column>) -> Self {
+        let keys = columns
+            .iter()
+            .map(|c| {
+                let mut k = serde_json::to_vec(&c.name).unwrap_or_default();
+                k.push(b':');
+                k
+            })
+            .collect();
+        let mut buf = Vec::with_capacity(CHUNK * 2);
+        match format {
+            Format::Json => buf.push(b'['),
+            Format::Jsonl => {}
+            Format::Csv => {
+                for (i, c) in columns.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    csv_field(&mut buf, &c.name);
+                }
+                buf.extend_from_slice(b"\r\n");
+            }
+        }
+        Self {
+            format,
+            columns,
+            keys,
+            buf,
+            rows: 0,
+        }
+    }
+
+    fn take(&mut self) -> Bytes {
+        Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(CHUNK * 2),
+        ))
+    }
+
+    fn finish(&mut self) {
+        if self.format == Format::Json {
+            self.buf.push(b']');
+        }
+    }
+
+    fn row(&mut self, row: &PgRow) -> sqlx::Result<()> {
+        let json = self.format != Format::Csv;
+        if json {
+            if self.format == Format::Json && self.rows > 0 {
+                self.buf.push(b',');
+            }
+            self.buf.push(b'{');
+        }
+        for (i, column) in self.columns.iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            if json {
+                self.buf.extend_from_slice(&self.keys[i]);
+            }
+            write_value(&mut self.buf, row, i, column.kind, json)?;
+        }
+        self.buf
+            .extend_from_slice(if json { b"}" as &[u8] } else { b"\r\n" });
+        if self.format == Format::Jsonl {
+            self.buf.push(b'\n');
+        }
+        self.rows += 1;
+        Ok(())
+    }
+}
+
+/// Writes column `i` of `row` as a JSON value or a CSV field (null: `null` / empty).
+fn write_value(
+    buf: &mut Vec<u8>,
+    row: &PgRow,
+    i: usize,
+    kind: Kind,
+    json: bool,
+) -> sqlx::Result<()> {
+    let null: &[u8] = if json { b"null" } else { b"" };
+    match kind {
+        Kind::Text => match row.try_get::<Option<&str>, _>(i)? {
+            Some(s) if json => serde_json::to_writer(&mut *buf, s).map_err(json_error)?,
+            Some(s) => csv_field(buf, s),
+            None => buf.extend_from_slice(null),
+        },
+        Kind::Int => match row.try_get::<Option<i64>, _>(i)? {
+            Some(v) => buf.extend_from_slice(v.to_string().as_bytes()),
+            None => buf.extend_from_slice(null),
+        },
+        Kind::Float => match row.try_get::<Option<f64>, _>(i)? {
+            Some(v) if v.is_finite() => serde_json::to_writer(&mut *buf, &v).map_err(json_error)?,
+            Some(v) if !json => buf.extend_from_slice(v.to_string().as_bytes()),
+            _ => buf.extend_from_slice(null),
+        },
+        Kind::Bool => match row.try_get::<Option<bool>, _>(i)? {
+            Some(v) => buf.extend_from_slice(if v { b"true" } else { b"false" }),
+            None => buf.extend_from_slice(null),
+        },
+        Kind::Json => match row.try_get::<Option<&str>, _>(i)? {
+            Some(s) if json => buf.extend_from_slice(s.as_bytes()),
+            // In CSV a JSON string is written as its text, anything else as JSON.
+            Some(s) => match serde_json::from_str::<String>(s) {
+                Ok(text) => csv_field(buf, &text),
+                Err(_) => csv_field(buf, s),
+            },
+            None => buf.extend_from_slice(null),
+        },
+    }
+    Ok(())
+}
+
+fn json_error(e: serde_json::Error) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+/// An RFC 4180 field: quoted when it holds a comma, quote or line break.
+fn csv_field(buf: &mut Vec<u8>, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        buf.push(b'"');
+        buf.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        buf.push(b'"');
+    } else {
+        buf.extend_from_slice(s.as_bytes());
+    }
+}
