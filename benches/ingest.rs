@@ -62,7 +62,11 @@ fn small_cnn(seed: u64) -> Vec<u8> {
     let depth = 3 + seed % 5;
     for layer in 0..depth {
         let out = 8 + ((seed / 5 + layer * 7) % 57) as i64;
-        let k = if (seed + layer).is_multiple_of(3) { 1 } else { 3 };
+        let k = if (seed + layer).is_multiple_of(3) {
+            1
+        } else {
+            3
+        };
         let w = format!("w{layer}");
         inits.push(TensorProto {
             name: Some(w.clone()),

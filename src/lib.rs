@@ -8,6 +8,7 @@
 pub mod calibration;
 pub mod cli;
 pub mod db;
+pub mod generate;
 pub mod graph;
 pub mod http;
 pub mod import;

@@ -34,6 +34,9 @@ pub enum Command {
         /// Do not load the bundled starter data into an empty database.
         #[arg(long)]
         no_seed: bool,
+        /// Where the bundled starter data are (the repository's `data/`).
+        #[arg(long, env = "ARCHDB_SEED_DIR", default_value = "data")]
+        seed_dir: PathBuf,
     },
     /// Create the database if needed and run the migrations, then exit.
     Migrate {
@@ -47,6 +50,15 @@ pub enum Command {
         dir: PathBuf,
         #[command(flatten)]
         db: DbConfig,
+    },
+    /// Write one ONNX file per architecture of a search space into OUT (the real networks).
+    Generate {
+        space: SearchSpace,
+        #[arg(long)]
+        out: PathBuf,
+        /// NB201 classifier width: 10 (CIFAR-10), 100 (CIFAR-100) or 120 (ImageNet16-120, 16×16 input).
+        #[arg(long, default_value_t = 10)]
+        classes: u32,
     },
     /// Print the OpenAPI 3.1 document.
     Openapi,
@@ -69,10 +81,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             db,
             http: config,
             no_seed,
+            seed_dir,
         } => {
             let database = Database::connect(&db).await?;
             if !no_seed {
-                tracing::info!("no bundled starter data in this build yet; starting empty");
+                // The API answers at once; the starter data arrive as each import commits.
+                let pool = database.pool.clone();
+                tokio::spawn(async move {
+                    match crate::import::seed::seed_if_empty(
+                        &pool,
+                        &seed_dir,
+                        crate::import::stderr_progress(),
+                    )
+                    .await
+                    {
+                        Ok(done) if !done.is_empty() => {
+                            tracing::info!(imports = done.len(), "starter data loaded")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!("loading starter data failed: {e:#}"),
+                    }
+                });
             }
             let ctx = ApiContext {
                 pool: database.pool.clone(),
@@ -99,6 +128,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", http::openapi().to_pretty_json()?);
             Ok(())
         }
+        Command::Generate {
+            space,
+            out,
+            classes,
+        } => generate(space, &out, classes),
         Command::Inspect {
             file,
             graph,
@@ -128,4 +162,43 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Search spaces `archdb generate` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SearchSpace {
+    /// NAS-Bench-201: 15,625 files `nb201-<index>.onnx`, official index order.
+    Nb201,
+    /// NAS-Bench-Macro: 6,561 files `nb-macro-<code>.onnx`.
+    NbMacro,
+}
+
+fn generate(space: SearchSpace, out: &std::path::Path, classes: u32) -> Result<()> {
+    use crate::generate::{
+        nb_macro_arch_strings, nb_macro_model, nb201_arch_strings, nb201_model, write_model,
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut written = 0usize;
+    match space {
+        SearchSpace::Nb201 => {
+            for (index, arch) in nb201_arch_strings().enumerate() {
+                write_model(
+                    &nb201_model(&arch, classes)?,
+                    out.join(format!("nb201-{index}.onnx")),
+                )?;
+                written += 1;
+            }
+        }
+        SearchSpace::NbMacro => {
+            for code in nb_macro_arch_strings() {
+                write_model(
+                    &nb_macro_model(&code)?,
+                    out.join(format!("nb-macro-{code}.onnx")),
+                )?;
+                written += 1;
+            }
+        }
+    }
+    println!("{}", serde_json::json!({"written": written, "out": out}));
+    Ok(())
 }

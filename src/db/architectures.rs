@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
 use crate::graph::CgNode;
@@ -60,8 +60,19 @@ pub async fn insert(
     model: &Ingested,
     meta: &NewArchitecture,
 ) -> sqlx::Result<(Architecture, bool)> {
-    let s = &model.graph.summary;
     let mut tx = pool.begin().await?;
+    let inserted = insert_in(&mut tx, model, meta).await?;
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// [`insert`] inside the caller's transaction (imports add thousands in one transaction).
+pub async fn insert_in(
+    tx: &mut PgConnection,
+    model: &Ingested,
+    meta: &NewArchitecture,
+) -> sqlx::Result<(Architecture, bool)> {
+    let s = &model.graph.summary;
     let created: Option<Architecture> = sqlx::query_as(concat!(
         "insert into architectures (graph_hash, name, family, source, params, macs, num_nodes, num_edges, depth, input_shape, op_counts, onnx_meta)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -123,14 +134,13 @@ pub async fn insert(
     };
     if let Some(name) = &meta.name {
         add_alias(
-            &mut tx,
+            &mut *tx,
             meta.source.as_deref().unwrap_or("upload"),
             name,
             arch.id,
         )
         .await?;
     }
-    tx.commit().await?;
     Ok((arch, is_new))
 }
 

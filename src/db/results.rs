@@ -31,7 +31,7 @@ pub struct RowQuery {
 }
 
 /// Which rows (LEMUR's equality filters and prefixes, plus data_withnonnullvalue's requirements).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     pub benchmark: Vec<String>,
     pub task: Vec<String>,
@@ -172,6 +172,8 @@ fn prefix_upper_bound(prefix: &str) -> Option<String> {
 
 /// Appends ` and …` conditions of `f` on the `results` row `alias`.
 fn push_filter(q: &mut QueryBuilder<Postgres>, alias: &str, f: &Filter) {
+    // One value is written as `=`: the planner then knows the column is constant (better
+    // estimates, index order usable for LEMUR's sort and the only_best_accuracy window).
     for (col, values) in [
         ("benchmark", &f.benchmark),
         ("task", &f.task),
@@ -179,16 +181,29 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, alias: &str, f: &Filter) {
         ("metric", &f.metric),
         ("nn", &f.nn),
     ] {
-        if !values.is_empty() {
-            q.push(format!(" and {alias}.{col} = any("))
-                .push_bind(values.clone())
-                .push(")");
+        match values.as_slice() {
+            [] => {}
+            [one] => {
+                q.push(format!(" and {alias}.{col} = "))
+                    .push_bind(one.clone());
+            }
+            many => {
+                q.push(format!(" and {alias}.{col} = any("))
+                    .push_bind(many.to_vec())
+                    .push(")");
+            }
         }
     }
-    if !f.epoch.is_empty() {
-        q.push(format!(" and {alias}.epoch = any("))
-            .push_bind(f.epoch.clone())
-            .push(")");
+    match f.epoch.as_slice() {
+        [] => {}
+        [one] => {
+            q.push(format!(" and {alias}.epoch = ")).push_bind(*one);
+        }
+        many => {
+            q.push(format!(" and {alias}.epoch = any("))
+                .push_bind(many.to_vec())
+                .push(")");
+        }
     }
     let prefixes: Vec<&String> = f.nn_prefix.iter().filter(|p| !p.is_empty()).collect();
     // An empty prefix matches every name, so it makes the whole condition true.
@@ -228,11 +243,8 @@ fn push_rows(q: &mut QueryBuilder<Postgres>, f: &Filter, s: Selection) {
     }
     push_filter(q, "b", f);
     if s.unique_nn {
-        q.push(
-            " and b.id in (select distinct on (u.nn, u.benchmark) u.id from results u where true",
-        );
-        push_filter(q, "u", f);
-        q.push(" order by u.nn, u.benchmark, u.value desc nulls last, u.epoch, u.id)");
+        q.push(" and b.id in ");
+        push_best_ids(q, f);
     }
     if s.only_best {
         q.push(") w where w.value = w.best_value");
@@ -240,12 +252,38 @@ fn push_rows(q: &mut QueryBuilder<Postgres>, f: &Filter, s: Selection) {
     q.push(") r");
 }
 
-/// Appends `(…) r`: the best row of each model among the rows of `f` (ties: lower epoch, then
-/// import order), as JoinConf's candidates are chosen.
+/// Appends `(…) r`: the best row of each model among the rows of `f`, as JoinConf's candidates
+/// are chosen.
 fn push_best_per_nn(q: &mut QueryBuilder<Postgres>, f: &Filter) {
-    q.push("(select distinct on (b.nn, b.benchmark) b.* from results b where true");
-    push_filter(q, "b", f);
-    q.push(" order by b.nn, b.benchmark, b.value desc nulls last, b.epoch, b.id) r");
+    q.push("(select b.* from results b where b.id in ");
+    push_best_ids(q, f);
+    q.push(") r");
+}
+
+/// Appends `(select id …)`: the best row of each (nn, benchmark) among the rows of `f`: highest
+/// value, then lower epoch, then import order (`results_nn_best_idx` order).
+fn push_best_ids(q: &mut QueryBuilder<Postgres>, f: &Filter) {
+    const ORDER: &str = " order by u.nn, u.benchmark, u.value desc nulls last, u.epoch, u.id";
+    let only_benchmark = Filter {
+        benchmark: f.benchmark.clone(),
+        ..Filter::default()
+    };
+    if *f == only_benchmark {
+        // Unfiltered: skip from model to model through the index (a loose index scan), one
+        // probe per model instead of reading every row.
+        q.push(
+            "(with recursive best as ((select u.nn, u.benchmark, u.id from results u where true",
+        );
+        push_filter(q, "u", f);
+        q.push(ORDER).push(" limit 1) union all select x.* from best, lateral (select u.nn, \
+             u.benchmark, u.id from results u where (u.nn, u.benchmark) > (best.nn, best.benchmark)");
+        push_filter(q, "u", f);
+        q.push(ORDER).push(" limit 1) x) select id from best)");
+    } else {
+        q.push("(select distinct on (u.nn, u.benchmark) u.id from results u where true");
+        push_filter(q, "u", f);
+        q.push(ORDER).push(")");
+    }
 }
 
 /// Writes a select list and records its columns.

@@ -4,10 +4,12 @@
 //! works offline) at `/docs`.
 
 pub mod architectures;
+pub mod benchmarks;
 pub mod calibration;
 pub mod error;
 mod health;
 pub mod results;
+pub mod stats;
 pub mod svg;
 
 use std::net::SocketAddr;
@@ -82,6 +84,8 @@ pub struct ApiContext {
     tags(
         (name = "architectures", description = "ONNX upload, computation graphs, listing"),
         (name = "calibration", description = "Calibration metrics: compute, store, list, analyse"),
+        (name = "benchmarks", description = "Benchmark holdings and NAS-Bench-201 cells"),
+        (name = "stats", description = "Result distributions and Pareto fronts"),
         (name = "health", description = "Probes")),
     modifiers(&BearerAuth)
 )]
@@ -107,6 +111,8 @@ fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .merge(health::router())
         .merge(architectures::router())
         .merge(calibration::router())
+        .merge(benchmarks::router())
+        .merge(stats::router())
         .merge(results::router())
         .split_for_parts()
 }

@@ -7,6 +7,11 @@
 //! Progress goes through [`Progress`]: a bar on a terminal, log lines otherwise.
 
 pub mod lemur;
+pub mod nas_bench_graph;
+pub mod naslib_zc;
+pub mod nb201;
+pub mod nb_macro;
+pub mod seed;
 
 use std::io::{IsTerminal, Read};
 use std::path::Path;
@@ -26,6 +31,15 @@ pub enum ImportKind {
     Lemur,
     /// LEMUR ONNX graphs (`index.csv` + `lemur_onnx.tar.gz`) as architectures.
     LemurOnnx,
+    /// NAS-Bench-201 / NATS-Bench TSS: the 15,625 cells as architectures, and their figures.
+    Nb201,
+    /// NAS-Bench-Macro: the 6,561 codes as aliases of the 3,969 trained networks, and their runs.
+    NbMacro,
+    /// NASLib NAS-Bench-Suite-Zero samples: zero-cost proxy scores and accuracies (NB101/201/301,
+    /// TransNAS-Bench-101); NB201 samples linked to the `nb201` cells.
+    NaslibZc,
+    /// NAS-Bench-Graph light tables: 26,206 GNN architectures × 9 datasets (results only).
+    NasBenchGraph,
 }
 
 impl ImportKind {
@@ -62,6 +76,10 @@ pub async fn run(
     match kind {
         ImportKind::Lemur => lemur::import_stats(pool, dir, progress).await,
         ImportKind::LemurOnnx => lemur::import_onnx(pool, dir, progress).await,
+        ImportKind::Nb201 => nb201::import(pool, dir, progress).await,
+        ImportKind::NbMacro => nb_macro::import(pool, dir, progress).await,
+        ImportKind::NaslibZc => naslib_zc::import(pool, dir, progress).await,
+        ImportKind::NasBenchGraph => nas_bench_graph::import(pool, dir, progress).await,
     }
 }
 

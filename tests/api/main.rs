@@ -1,6 +1,7 @@
 //! Integration tests through HTTP on a real PostgreSQL with real ONNX files.
 
 mod architectures;
+mod benchmarks;
 mod calibration;
 mod cli;
 mod common;

@@ -1,0 +1,144 @@
+//! `/v1/benchmarks`: what benchmark data archdb holds, and NAS-Bench-201 cells the way the
+//! NATS-Bench API's `get_more_info` answers (every figure of a cell, per-seed runs, its graph).
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use serde::Serialize;
+use sqlx::FromRow;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::ApiContext;
+use super::error::{Error, Problem, Result};
+use crate::import::nb201::{ARCH_ALIAS, BENCHMARK as NB201, INDEX_ALIAS};
+
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(list_benchmarks))
+        .routes(routes!(nb201_cell))
+}
+
+/// One benchmark's holdings.
+#[derive(Debug, Serialize, FromRow, ToSchema)]
+struct BenchmarkSummary {
+    benchmark: String,
+    /// Distinct models / architectures (`nn`).
+    models: i64,
+    rows: i64,
+    /// Rows linked to a stored computation graph.
+    rows_with_graph: i64,
+    datasets: Vec<String>,
+    metrics: Vec<String>,
+    tasks: Vec<String>,
+}
+
+/// Benchmarks with their row counts, datasets and metrics.
+#[utoipa::path(get, path = "/v1/benchmarks", tag = "benchmarks", responses((status = 200, body = Vec<BenchmarkSummary>)))]
+async fn list_benchmarks(State(ctx): State<ApiContext>) -> Result<Json<Vec<BenchmarkSummary>>> {
+    let rows = sqlx::query_as(
+        "select benchmark, count(distinct nn) as models, count(*) as rows, count(architecture_id) as rows_with_graph,
+                array_agg(distinct dataset::text) as datasets, array_agg(distinct metric::text) as metrics,
+                array_agg(distinct task::text) as tasks
+         from results group by benchmark order by benchmark",
+    )
+    .fetch_all(&ctx.pool)
+    .await?;
+    Ok(Json(rows))
+}
+
+/// One figure of a cell.
+#[derive(Debug, Serialize, FromRow, ToSchema)]
+struct CellFigure {
+    dataset: String,
+    /// `train`, `valid`, `test`, `xvalid`, `xtest`, `ori-test` (NATS-Bench names).
+    split: Option<String>,
+    /// `acc` (percent), `loss`, `params_m` (millions).
+    metric: String,
+    /// Training budget in epochs (12 or 200).
+    epoch: Option<i32>,
+    value: Option<f64>,
+    /// Training time of the run(s), seconds (NATS simulated timings).
+    train_time_s: Option<f64>,
+    /// Seed of a single run; null for the mean over seeds.
+    seed: Option<i32>,
+}
+
+/// A NAS-Bench-201 cell: its graph and every figure (seed means and single runs).
+#[derive(Debug, Serialize, ToSchema)]
+struct Nb201Cell {
+    index: i64,
+    arch_str: String,
+    /// The cell's CIFAR-10 network (`/v1/architectures/{id}`).
+    architecture_id: i64,
+    params: i64,
+    macs: i64,
+    /// Seed means, as NATS-Bench `get_more_info(..., is_random=False)` reports them.
+    figures: Vec<CellFigure>,
+    /// Single training runs (seeds 777/888/999).
+    per_seed: Vec<CellFigure>,
+}
+
+/// A NAS-Bench-201 cell by official index (`6111`) or architecture string
+/// (`|nor_conv_3x3~0|+|…|`): every figure archdb holds for it, as NATS-Bench's `get_more_info`.
+#[utoipa::path(get, path = "/v1/benchmarks/nb201/{key}", tag = "benchmarks", params(("key" = String, Path, description = "index 0–15624 or arch string")),
+    responses((status = 200, body = Nb201Cell), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn nb201_cell(
+    State(ctx): State<ApiContext>,
+    key: Result<Path<String>, PathRejection>,
+) -> Result<Json<Nb201Cell>> {
+    let Path(key) = key?;
+    let namespace = if key.starts_with('|') {
+        ARCH_ALIAS
+    } else {
+        INDEX_ALIAS
+    };
+    let found: Option<(i64, i64, i64)> = sqlx::query_as(
+        "select a.id, a.params, a.macs from architecture_aliases x join architectures a on a.id = x.architecture_id
+         where x.namespace = $1 and x.value = $2",
+    )
+    .bind(namespace)
+    .bind(&key)
+    .fetch_optional(&ctx.pool)
+    .await?;
+    let Some((architecture_id, params, macs)) = found else {
+        return Err(Error::NotFound(format!(
+            "no NAS-Bench-201 cell `{key}` (is the nb201 data imported?)"
+        )));
+    };
+    let names: Vec<(String, String)> =
+        sqlx::query_as("select namespace, value from architecture_aliases where architecture_id = $1 and namespace in ($2, $3)")
+            .bind(architecture_id)
+            .bind(INDEX_ALIAS)
+            .bind(ARCH_ALIAS)
+            .fetch_all(&ctx.pool)
+            .await?;
+    let arch_str = names
+        .iter()
+        .find(|(n, _)| n == ARCH_ALIAS)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    // The `nb201` namespace also holds the display name `nb201-<index>`: take the number.
+    let index = names
+        .iter()
+        .find_map(|(n, v)| (n == INDEX_ALIAS).then(|| v.parse::<i64>().ok()).flatten())
+        .unwrap_or(-1);
+    let figures: Vec<CellFigure> = sqlx::query_as(
+        "select dataset, split, metric, epoch, value, duration::float8 / 1e9 as train_time_s, seed from results
+         where benchmark = $1 and nn = $2 order by dataset, metric, split, epoch, seed nulls first",
+    )
+    .bind(NB201)
+    .bind(&arch_str)
+    .fetch_all(&ctx.pool)
+    .await?;
+    let (per_seed, figures) = figures.into_iter().partition(|f| f.seed.is_some());
+    Ok(Json(Nb201Cell {
+        index,
+        arch_str,
+        architecture_id,
+        params,
+        macs,
+        figures,
+        per_seed,
+    }))
+}

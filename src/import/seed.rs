@@ -1,0 +1,43 @@
+//! First run: an empty database gets the starter set that ships in the repository's `data/`
+//! (NAS-Bench-201 complete, the LEMUR sample with its ONNX graphs, and whatever other bundled
+//! benchmark folders exist), so a new user can query at once. Each part is an ordinary import.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use sqlx::PgPool;
+
+use super::{ImportKind, Progress, Summary, run};
+
+/// Bundled folders under the seed directory and how to import them, in order.
+const STARTER_SET: &[(&str, ImportKind)] = &[
+    ("nasbench201", ImportKind::Nb201),
+    ("lemur-sample", ImportKind::Lemur),
+    ("lemur-sample/onnx", ImportKind::LemurOnnx),
+];
+
+/// Imports the starter set when no import has ever run; returns what was imported.
+pub async fn seed_if_empty(
+    pool: &PgPool,
+    seed_dir: &Path,
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<Summary>> {
+    let imported: bool = sqlx::query_scalar("select exists (select 1 from imports)")
+        .fetch_one(pool)
+        .await?;
+    if imported {
+        return Ok(vec![]);
+    }
+    let mut done = Vec::new();
+    for (folder, kind) in STARTER_SET {
+        let dir = seed_dir.join(folder);
+        if !dir.is_dir() {
+            tracing::warn!(dir = %dir.display(), "starter data folder missing; skipped");
+            continue;
+        }
+        tracing::info!(dir = %dir.display(), kind = %kind.name(), "loading starter data");
+        done.push(run(pool, *kind, &dir, progress.clone()).await?);
+    }
+    Ok(done)
+}
