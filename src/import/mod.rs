@@ -6,6 +6,7 @@
 //! `ON CONFLICT DO NOTHING` ([`copy_merge`]), so a re-run of the same data adds nothing.
 //! Progress goes through [`Progress`]: a bar on a terminal, log lines otherwise.
 
+pub mod calibration_csv;
 pub mod lemur;
 pub mod nas_bench_graph;
 pub mod naslib_zc;
@@ -40,6 +41,8 @@ pub enum ImportKind {
     NaslibZc,
     /// NAS-Bench-Graph light tables: 26,206 GNN architectures × 9 datasets (results only).
     NasBenchGraph,
+    /// "A Benchmark Study on Calibration" CSV (a file, not a folder): figures per NB201 cell.
+    CalibrationCsv,
 }
 
 impl ImportKind {
@@ -72,7 +75,11 @@ pub async fn run(
     dir: &Path,
     progress: Arc<dyn Progress>,
 ) -> Result<Summary> {
-    anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
+    if kind == ImportKind::CalibrationCsv {
+        anyhow::ensure!(dir.is_file(), "{} is not a file", dir.display());
+    } else {
+        anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
+    }
     match kind {
         ImportKind::Lemur => lemur::import_stats(pool, dir, progress).await,
         ImportKind::LemurOnnx => lemur::import_onnx(pool, dir, progress).await,
@@ -80,6 +87,7 @@ pub async fn run(
         ImportKind::NbMacro => nb_macro::import(pool, dir, progress).await,
         ImportKind::NaslibZc => naslib_zc::import(pool, dir, progress).await,
         ImportKind::NasBenchGraph => nas_bench_graph::import(pool, dir, progress).await,
+        ImportKind::CalibrationCsv => calibration_csv::import(pool, dir, progress).await,
     }
 }
 

@@ -11,9 +11,10 @@
 //! unlinked (their graphs are not generated). The import links rows of earlier imports too, so
 //! `nb201` and `naslib-zc` can be imported in either order.
 //!
-//! Encodings of different spaces can coincide (97 strings, e.g. a 6-tuple that is valid in
-//! NB201 and both TransNAS spaces), so each row records its space in `hyperparameters`
-//! (`search_space`, with NASLib's `naslib_idx`), and its source key starts with it.
+//! Encodings of different spaces can coincide (97 strings of the shared file are 6-tuples used
+//! by two or three of NB201 and the TransNAS spaces), so each row records its space in
+//! `hyperparameters` (`search_space`, with NASLib's `naslib_idx`) and its source key starts with
+//! it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
@@ -48,7 +49,6 @@ const RESULT_COLUMNS: &[&str] = &[
     "value",
     "split",
     "hyperparameters",
-    "architecture_id",
 ];
 
 /// One line of the samples file. Scores are JSON values because Python's `json` writes
@@ -180,6 +180,7 @@ pub async fn import(
     let samples = read_samples(&dir.join(FILE), &progress)?;
     let mut import = Import::begin(pool, ImportKind::NaslibZc, dir).await?;
 
+    // NASLib's encodings of the stored cells become aliases; rows are linked through them below.
     let cells: Vec<&str> = samples.iter().filter_map(|(_, c)| c.as_deref()).collect();
     let stored: HashMap<String, i64> =
         sqlx::query_as("select value, architecture_id from architecture_aliases where namespace = $1 and value = any($2)")
@@ -204,7 +205,7 @@ pub async fn import(
             .await?;
         }
     }
-    let (sample_count, cells_linked) = (samples.len(), stored.len());
+    let sample_count = samples.len();
 
     let p = progress.clone();
     let (read, added) = copy_merge(
@@ -214,9 +215,8 @@ pub async fn import(
         RESULT_COLUMNS,
         move |sink| {
             p.phase("naslib-zc results", samples.len() as u64, Unit::Items);
-            for (sample, cell) in &samples {
+            for (sample, _) in &samples {
                 let (task, dataset, accuracy_metric) = sample.target()?;
-                let id = cell.as_ref().and_then(|c| stored.get(c).copied());
                 let hyperparameters =
                     json!({"search_space": sample.search_space, "naslib_idx": sample.naslib_idx});
                 let figures = std::iter::once((
@@ -244,8 +244,7 @@ pub async fn import(
                         .text(&sample.naslib_encoding);
                     sink.float(score(value))
                         .opt_text(split)
-                        .json(&hyperparameters)
-                        .int(id);
+                        .json(&hyperparameters);
                     sink.end_row()?;
                 }
                 p.advance(1);
@@ -255,8 +254,8 @@ pub async fn import(
     )
     .await?;
 
-    // Rows of an import that ran before `import nb201` point to the cells now.
-    let relinked = sqlx::query(
+    // One path links this import's rows and those of an import that ran before `import nb201`.
+    let linked = sqlx::query(
         "update results r set architecture_id = a.architecture_id
          from architecture_aliases a
          where r.benchmark = $1 and r.architecture_id is null and r.hyperparameters->>'search_space' = $2
@@ -272,8 +271,8 @@ pub async fn import(
     let details = json!({
         "samples": sample_count,
         "results": {"read": read, "added": added},
-        "nb201_cells_linked": cells_linked,
-        "earlier_rows_linked": relinked,
+        "nb201_cells_found": stored.len(),
+        "rows_linked": linked,
     });
     import
         .finish(pool, read, added, details, &["results"])

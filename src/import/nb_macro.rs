@@ -5,9 +5,10 @@
 //!
 //! The benchmark trained only 3,969 distinct networks: within a stage, identity layers after the
 //! first are moved to the stage's end ([`nb_macro_trained_arch`]), which leaves the function and
-//! the generated graph unchanged. So only the trained codes are generated (40 % less work), and
-//! the codes that share one network are aliases of one architecture; their CSV rows are
-//! identical too, but each code keeps its own results rows so that every published key is found.
+//! the generated graph unchanged. So only the trained codes are generated (40 % less work), each
+//! network is named (and aliased) by its trained code, and the codes that share one network are
+//! aliases of one architecture. Their CSV rows are identical too, but each code keeps its own
+//! results rows so that every published key is found.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -57,18 +58,19 @@ struct Row {
     flops: f64,
 }
 
+/// One published figure: (CSV column, metric, split, run, value).
+type Figure = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<i64>,
+    f64,
+);
+
 impl Row {
-    /// (CSV column, metric, split, run, value) of every figure of the row. Accuracies stay
-    /// percentages, as the benchmark publishes them; `flops` are its multiply-adds.
-    fn figures(
-        &self,
-    ) -> [(
-        &'static str,
-        &'static str,
-        Option<&'static str>,
-        Option<i64>,
-        f64,
-    ); 7] {
+    /// Every figure of the row. Accuracies stay percentages, as the benchmark publishes them;
+    /// `flops` are its multiply-adds.
+    fn figures(&self) -> [Figure; 7] {
         [
             (
                 "test_acc_run0",

@@ -443,3 +443,62 @@ async fn listing_and_analyses_answer_the_benchmark_questions() {
         assert_eq!(status, 400, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn benchmark_csv_import_maps_rows_to_nb201_cells() {
+    let app = spawn_app().await;
+    let path = crate::common::fixture_path("calibration/tss_cifar10.csv");
+    let progress = std::sync::Arc::new(archdb::import::NoProgress);
+    let summary = archdb::import::run(
+        &app.pool,
+        archdb::import::ImportKind::CalibrationCsv,
+        &path,
+        progress.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.rows_added, 6);
+    assert_eq!(
+        summary.details["architectures_added"], 6,
+        "cells generated when the NB201 import has not run"
+    );
+    // 6 cells × (2 stages × 5 metrics × 9 bins + 2 × 5 scalar metrics) figures.
+    let figures: i64 = sqlx::query_scalar("select count(*) from calibration_metrics")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(figures, 6 * (2 * 5 * 9 + 2 * 5));
+    let (_, rows) = app
+        .get_json("/v1/calibration?dataset=cifar10&metric=ece&bins=15")
+        .await;
+    let values: Vec<f64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(values.len(), 6);
+    assert!((values[0] - 0.02 * 1.015).abs() < 1e-9, "{values:?}");
+    assert!(
+        rows[0]["accuracy"].as_f64().unwrap() < 1.0,
+        "percent accuracy stored as a fraction"
+    );
+    let (_, a) = app
+        .get_json("/v1/calibration/analysis?kind=temperature&metric=ece&bins=15&dataset=cifar10")
+        .await;
+    assert_eq!(a["groups"][0]["improved_fraction"], 1.0);
+    // A re-import replaces the figures instead of adding.
+    archdb::import::run(
+        &app.pool,
+        archdb::import::ImportKind::CalibrationCsv,
+        &path,
+        progress,
+    )
+    .await
+    .unwrap();
+    let again: i64 = sqlx::query_scalar("select count(*) from calibration_metrics")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(again, figures);
+}
