@@ -1,6 +1,5 @@
 //! First run: an empty database gets the starter set that ships in the repository's `data/`
-//! (NAS-Bench-201 complete, the LEMUR sample with its ONNX graphs, and whatever other bundled
-//! benchmark folders exist), so a new user can query at once. Each part is an ordinary import.
+//! (NAS-Bench-201 complete, NAS-Bench-Macro complete, the LEMUR sample with its ONNX graphs), so a new user can query at once. Each part is an ordinary import.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use super::{ImportKind, Progress, Summary, run};
 /// Bundled folders under the seed directory and how to import them, in order.
 const STARTER_SET: &[(&str, ImportKind)] = &[
     ("nasbench201", ImportKind::Nb201),
+    ("nasbench_macro", ImportKind::NbMacro),
     ("lemur-sample", ImportKind::Lemur),
     ("lemur-sample/onnx", ImportKind::LemurOnnx),
 ];
