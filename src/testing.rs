@@ -50,6 +50,7 @@ pub struct TestServer {
 }
 
 pub async fn spawn(config: ServeConfig) -> TestServer {
+    drop_stale_databases().await;
     let db = Database::connect_with(fresh_database(), 8, None)
         .await
         .expect("test database");
@@ -65,5 +66,31 @@ pub async fn spawn(config: ServeConfig) -> TestServer {
     TestServer {
         base_url,
         pool: db.pool,
+    }
+}
+
+/// Test databases older than this are dropped by the next test process (a test cannot drop its
+/// own database on the way out, and CI machines are reused).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
+
+/// Drops `archdb_test_*` databases created more than [`STALE_AFTER`] ago (the creation time is
+/// in the name), once per process.
+async fn drop_stale_databases() {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let Ok(mut conn) = sqlx::ConnectOptions::connect(&server_options()).await else { return };
+    let names: Vec<String> = sqlx::query_scalar("select datname from pg_database where datname like 'archdb\_test\_%'")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    for name in names {
+        let created: Option<u128> = name.split('_').nth(3).and_then(|n| n.parse().ok());
+        if created.is_some_and(|c| now.saturating_sub(c) > STALE_AFTER.as_nanos()) {
+            let sql = format!("drop database if exists \"{name}\" with (force)");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+        }
     }
 }
