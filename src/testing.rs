@@ -80,17 +80,24 @@ async fn drop_stale_databases() {
     if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return;
     }
-    let Ok(mut conn) = sqlx::ConnectOptions::connect(&server_options()).await else { return };
-    let names: Vec<String> = sqlx::query_scalar("select datname from pg_database where datname like 'archdb\_test\_%'")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap_or_default();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let Ok(mut conn) = sqlx::ConnectOptions::connect(&server_options()).await else {
+        return;
+    };
+    let names: Vec<String> =
+        sqlx::query_scalar(r"select datname from pg_database where datname like 'archdb\_test\_%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     for name in names {
         let created: Option<u128> = name.split('_').nth(3).and_then(|n| n.parse().ok());
         if created.is_some_and(|c| now.saturating_sub(c) > STALE_AFTER.as_nanos()) {
             let sql = format!("drop database if exists \"{name}\" with (force)");
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
