@@ -62,6 +62,9 @@ struct CellFigure {
     train_time_s: Option<f64>,
     /// Seed of a single run; null for the mean over seeds.
     seed: Option<i32>,
+    /// The run's training budget (tells apart the 12- and 200-epoch curves of one seed).
+    #[serde(skip)]
+    budget: Option<i32>,
 }
 
 /// A NAS-Bench-201 cell: its graph and every figure (seed means and single runs).
@@ -77,6 +80,21 @@ struct Nb201Cell {
     figures: Vec<CellFigure>,
     /// Single training runs (seeds 777/888/999).
     per_seed: Vec<CellFigure>,
+    /// Per-epoch curves where the data has them (NATS-Bench's sample runs: cells 0, 11, 284).
+    learning_curves: Vec<LearningCurve>,
+}
+
+/// One run's metric per epoch (values[i] is epoch i + 1).
+#[derive(Debug, Serialize, ToSchema)]
+struct LearningCurve {
+    dataset: String,
+    split: Option<String>,
+    /// `acc` (percent) or `loss`.
+    metric: String,
+    seed: Option<i32>,
+    /// Training budget of the run, in epochs.
+    budget: Option<i32>,
+    values: Vec<f64>,
 }
 
 /// A NAS-Bench-201 cell by official index (`6111`) or architecture string
@@ -124,14 +142,41 @@ async fn nb201_cell(
         .find_map(|(n, v)| (n == INDEX_ALIAS).then(|| v.parse::<i64>().ok()).flatten())
         .unwrap_or(-1);
     let figures: Vec<CellFigure> = sqlx::query_as(
-        "select dataset, split, metric, epoch, value, duration::float8 / 1e9 as train_time_s, seed from results
-         where benchmark = $1 and nn = $2 order by dataset, metric, split, epoch, seed nulls first",
+        "select dataset, split, metric, epoch, value, duration::float8 / 1e9 as train_time_s, seed,
+                (hyperparameters ->> 'epochs')::int as budget
+         from results where benchmark = $1 and nn = $2
+         order by dataset, metric, split, seed nulls first, budget, epoch",
     )
     .bind(NB201)
     .bind(&arch_str)
     .fetch_all(&ctx.pool)
     .await?;
+    let (curve_points, figures): (Vec<CellFigure>, Vec<CellFigure>) = figures
+        .into_iter()
+        .partition(|f| f.metric.starts_with("curve_"));
     let (per_seed, figures) = figures.into_iter().partition(|f| f.seed.is_some());
+    let mut learning_curves: Vec<LearningCurve> = Vec::new();
+    for point in curve_points {
+        let metric = point.metric.trim_start_matches("curve_").to_string();
+        let same = |c: &LearningCurve| {
+            c.dataset == point.dataset
+                && c.split == point.split
+                && c.metric == metric
+                && c.seed == point.seed
+                && c.budget == point.budget
+        };
+        match learning_curves.iter_mut().rev().find(|c| same(c)) {
+            Some(c) => c.values.push(point.value.unwrap_or(f64::NAN)),
+            None => learning_curves.push(LearningCurve {
+                dataset: point.dataset,
+                split: point.split,
+                metric,
+                seed: point.seed,
+                budget: point.budget,
+                values: vec![point.value.unwrap_or(f64::NAN)],
+            }),
+        }
+    }
     Ok(Json(Nb201Cell {
         index,
         arch_str,
@@ -140,5 +185,6 @@ async fn nb201_cell(
         macs,
         figures,
         per_seed,
+        learning_curves,
     }))
 }

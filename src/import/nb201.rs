@@ -244,6 +244,63 @@ const SEED_FIGURES: &[Figure] = &[
     ),
 ];
 
+/// One learning curve of a NATS-Bench run (`nats_official_samples.jsonl.gz`, topology space).
+struct Curve {
+    index: i64,
+    arch: String,
+    dataset: String,
+    /// The run's training budget in epochs (NATS `hp`).
+    budget: i64,
+    seed: i64,
+    split: String,
+    /// `curve_acc` or `curve_loss`: kept apart from the final figures (`acc`, `loss`).
+    metric: String,
+    values: Vec<f64>,
+}
+
+/// Per-epoch curves of the official sample runs, when the file is there (the full curves of
+/// every cell are not public; these cover cells 0, 11 and 284).
+fn read_curves(path: &Path, progress: &Arc<dyn Progress>) -> Result<Vec<Curve>> {
+    use std::io::BufRead;
+    if !path.is_file() {
+        return Ok(vec![]);
+    }
+    let mut curves = Vec::new();
+    for line in open_gz(path, "nb201 curves", progress)?.lines() {
+        let run: serde_json::Value = serde_json::from_str(&line?)?;
+        if run["space"] != "tss" {
+            continue;
+        }
+        let base = |split: &str, metric: &str, values: &serde_json::Value| Curve {
+            index: run["arch_index"].as_i64().unwrap_or(-1),
+            arch: run["arch_str"].as_str().unwrap_or_default().to_string(),
+            dataset: run["dataset"].as_str().unwrap_or_default().to_string(),
+            budget: run["hp_epochs"]
+                .as_str()
+                .and_then(|h| h.parse().ok())
+                .unwrap_or(0),
+            seed: run["seed"].as_i64().unwrap_or(0),
+            split: split.to_string(),
+            metric: metric.to_string(),
+            values: values
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x.as_f64()).collect())
+                .unwrap_or_default(),
+        };
+        curves.push(base("train", "curve_acc", &run["train_acc_curve"]));
+        curves.push(base("train", "curve_loss", &run["train_loss_curve"]));
+        for (metric, field) in [
+            ("curve_acc", "eval_acc_curves"),
+            ("curve_loss", "eval_loss_curves"),
+        ] {
+            for (split, values) in run[field].as_object().into_iter().flatten() {
+                curves.push(base(split, metric, values));
+            }
+        }
+    }
+    Ok(curves)
+}
+
 /// Rows of a gzipped CSV as column → value maps.
 fn read_csv(
     path: &Path,
@@ -321,6 +378,7 @@ pub async fn import(
         "nb201 seeds",
         &progress,
     )?;
+    let curves = read_curves(&dir.join("nats_official_samples.jsonl.gz"), &progress)?;
     let mut import = Import::begin(pool, ImportKind::Nb201, dir).await?;
 
     // Architectures: generate, build and hash on blocking threads, store in this transaction.
@@ -381,6 +439,17 @@ pub async fn import(
                 write(row, None, f, seed)?;
             }
             p.advance(1);
+        }
+        for c in &curves {
+            for (epoch, value) in c.values.iter().enumerate() {
+                let epoch = epoch as i64 + 1;
+                let key = format!("{}:curve:{}:{}:{}:{}:{}:{epoch}", c.index, c.budget, c.dataset, c.seed, c.split, c.metric);
+                sink.text(BENCHMARK).text(&key).text("img-classification").text(&c.dataset).text(&c.metric).text(&c.arch);
+                sink.int(Some(epoch)).float(Some(*value)).null().opt_text(Some(&c.split)).int(Some(c.seed));
+                sink.json(&json!({"epochs": c.budget, "curve": true}));
+                sink.int(ids.get(&c.arch).copied());
+                sink.end_row()?;
+            }
         }
         Ok(())
     })

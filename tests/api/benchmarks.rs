@@ -186,3 +186,37 @@ async fn first_run_seeds_an_empty_database_once() {
     assert!(again.is_empty(), "a database that has data is left alone");
     std::fs::remove_dir_all(&seed_dir).unwrap();
 }
+
+#[tokio::test]
+async fn learning_curves_of_the_official_sample_runs() {
+    let app = spawn_app().await;
+    import_nb201(&app).await;
+    let (_, cell) = app.get_json("/v1/benchmarks/nb201/11").await;
+    let curves = cell["learning_curves"].as_array().unwrap();
+    assert!(!curves.is_empty());
+    let long = curves
+        .iter()
+        .find(|c| {
+            c["dataset"] == "cifar10-valid"
+                && c["split"] == "train"
+                && c["metric"] == "acc"
+                && c["budget"] == 200
+        })
+        .expect("a 200-epoch training curve");
+    let values = long["values"].as_array().unwrap();
+    assert_eq!(values.len(), 200);
+    assert!(
+        values.last().unwrap().as_f64().unwrap() > values[0].as_f64().unwrap(),
+        "training accuracy rises"
+    );
+    // Curves are kept apart from the final figures.
+    assert!(
+        cell["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| !f["metric"].as_str().unwrap().starts_with("curve_"))
+    );
+    let (_, none) = app.get_json("/v1/benchmarks/nb201/6111").await;
+    assert_eq!(none["learning_curves"], serde_json::json!([]));
+}
