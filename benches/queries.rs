@@ -159,6 +159,20 @@ async fn run(dir: PathBuf) -> anyhow::Result<()> {
             pct(0.95)
         );
     }
+    drop_database(server.pool).await
+}
+
+/// Drops the benchmark's database (about 0.5 GB).
+async fn drop_database(pool: sqlx::PgPool) -> anyhow::Result<()> {
+    let options = pool.connect_options().as_ref().clone();
+    pool.close().await;
+    if let Some(name) = options.get_database().map(str::to_string) {
+        let mut admin = sqlx::ConnectOptions::connect(&options.database("postgres")).await?;
+        let sql = format!("drop database if exists \"{name}\" with (force)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await?;
+    }
     Ok(())
 }
 

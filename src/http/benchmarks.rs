@@ -11,7 +11,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
-use crate::import::nb201::{ARCH_ALIAS, BENCHMARK as NB201, INDEX_ALIAS};
+use crate::generate::nb201::nb201_index;
+use crate::generate::nb201_arch_strings;
+use crate::import::nb201::{ARCH_ALIAS, BENCHMARK as NB201};
 
 pub fn router() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
@@ -106,41 +108,35 @@ async fn nb201_cell(
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Nb201Cell>> {
     let Path(key) = key?;
-    let namespace = if key.starts_with('|') {
-        ARCH_ALIAS
+    // Index and arch string determine each other (official NATS order); isomorphic cells share
+    // one architecture, so the cell's own string must come from the key, not from the graph.
+    let (index, arch_str) = if key.starts_with('|') {
+        let index = nb201_index(&key).map_err(|e| Error::NotFound(e.to_string()))?;
+        (index as i64, key.clone())
     } else {
-        INDEX_ALIAS
+        let index: usize = key.parse().map_err(|_| {
+            Error::NotFound(format!(
+                "`{key}` is neither an NB201 index (0–15624) nor an arch string"
+            ))
+        })?;
+        let arch = nb201_arch_strings()
+            .nth(index)
+            .ok_or_else(|| Error::NotFound(format!("no NAS-Bench-201 cell {index} (0–15624)")))?;
+        (index as i64, arch)
     };
     let found: Option<(i64, i64, i64)> = sqlx::query_as(
         "select a.id, a.params, a.macs from architecture_aliases x join architectures a on a.id = x.architecture_id
          where x.namespace = $1 and x.value = $2",
     )
-    .bind(namespace)
-    .bind(&key)
+    .bind(ARCH_ALIAS)
+    .bind(&arch_str)
     .fetch_optional(&ctx.pool)
     .await?;
     let Some((architecture_id, params, macs)) = found else {
         return Err(Error::NotFound(format!(
-            "no NAS-Bench-201 cell `{key}` (is the nb201 data imported?)"
+            "NAS-Bench-201 cell {index} is not stored (import the nb201 data)"
         )));
     };
-    let names: Vec<(String, String)> =
-        sqlx::query_as("select namespace, value from architecture_aliases where architecture_id = $1 and namespace in ($2, $3)")
-            .bind(architecture_id)
-            .bind(INDEX_ALIAS)
-            .bind(ARCH_ALIAS)
-            .fetch_all(&ctx.pool)
-            .await?;
-    let arch_str = names
-        .iter()
-        .find(|(n, _)| n == ARCH_ALIAS)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    // The `nb201` namespace also holds the display name `nb201-<index>`: take the number.
-    let index = names
-        .iter()
-        .find_map(|(n, v)| (n == INDEX_ALIAS).then(|| v.parse::<i64>().ok()).flatten())
-        .unwrap_or(-1);
     let figures: Vec<CellFigure> = sqlx::query_as(
         "select dataset, split, metric, epoch, value, duration::float8 / 1e9 as train_time_s, seed,
                 (hyperparameters ->> 'epochs')::int as budget
