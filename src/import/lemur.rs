@@ -377,9 +377,8 @@ pub async fn link_architectures(conn: &mut PgConnection) -> Result<u64> {
 
 /// `import lemur-onnx DIR`: every graph of `lemur_onnx.tar.gz` becomes an architecture (family
 /// and source `lemur`, alias `<stem>` in namespace `lemur`), then results are linked to them.
-/// Graphs whose alias exists are skipped, so a re-run adds nothing. Each architecture is written
-/// in its own transaction by [`architectures::insert`] (complete or absent); the links and the
-/// import record are one transaction.
+/// Graphs whose alias exists are skipped, so a re-run adds nothing. Architectures, links and the
+/// import record are one transaction: a killed import leaves nothing.
 pub async fn import_onnx(
     pool: &PgPool,
     dir: &Path,
@@ -428,7 +427,7 @@ pub async fn import_onnx(
             family: Some(BENCHMARK.into()),
             source: Some(BENCHMARK.into()),
         };
-        let (_, created) = architectures::insert(pool, &model, &meta).await?;
+        let (_, created) = architectures::insert_in(&mut import.tx, &model, &meta).await?;
         added += u64::from(created);
     }
     let skipped = reader.await??;
