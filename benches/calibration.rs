@@ -2,12 +2,14 @@
 //! (criterion, main thread), and the calibration analysis API over a full-size store — 15,625
 //! architectures × 3 datasets with every figure of the ICLR'24 benchmark's layout (4.8 M
 //! `calibration_metrics` rows) — timed through HTTP (printed).
-//! Run: `DATABASE_URL=… cargo bench --bench calibration` (the database part runs only under
-//! `cargo bench`; it creates and finally drops its own database, kept when
-//! `ARCHDB_BENCH_KEEP_DB=1`).
+//! Run: `DATABASE_URL=… cargo bench --bench calibration`. The database part runs only under
+//! `cargo bench` and not with `ARCHDB_BENCH_SKIP_DB=1`; it creates its own database and drops it
+//! at the end (kept with `ARCHDB_BENCH_KEEP_DB=1`).
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use archdb::calibration::analysis;
 use archdb::calibration::{CalibrationConfig, Predictions, RowSumPolicy, evaluate};
 use archdb::http::ServeConfig;
 use criterion::{BatchSize, Criterion, SamplingMode};
@@ -44,7 +46,7 @@ fn synthetic_logits(seed: u64) -> (Vec<f64>, Vec<usize>) {
     let mut labels = Vec::with_capacity(N);
     for _ in 0..N {
         let label = (rng.next_u64() % K as u64) as usize;
-        let margin = 1.0 + 5.0 * rng.uniform();
+        let margin = 4.0 + 6.0 * rng.uniform();
         for k in 0..K {
             let z = 2.0 * rng.normal() + if k == label { margin } else { 0.0 };
             logits.push(2.5 * z); // sharpened: over-confident, so temperature scaling has work
@@ -79,6 +81,29 @@ fn engine_benches(c: &mut Criterion) {
         post.ece[&15]
     );
 
+    // Wall time (criterion, below) counts the time the thread waits for a core on a shared
+    // machine; this thread's CPU time does not.
+    for (name, predictions, config) in [
+        ("logits_ts_9_bin_counts", &from_logits, &default),
+        ("probabilities_ts_9_bin_counts", &from_probs, &default),
+        ("logits_no_ts_9_bin_counts", &from_logits, &no_ts),
+    ] {
+        let cpu: Vec<f64> = (0..15)
+            .map(|_| {
+                let start = thread_cpu_time();
+                std::hint::black_box(evaluate(predictions, config).expect("evaluate"));
+                ms(thread_cpu_time() - start)
+            })
+            .collect();
+        let best = cpu.iter().copied().fold(f64::INFINITY, f64::min);
+        let mut sorted = cpu.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "calibration_engine/{name}: thread CPU time best {best:.1} ms, median {:.1} ms (15 runs)",
+            sorted[sorted.len() / 2]
+        );
+    }
+
     let mut group = c.benchmark_group("calibration_engine");
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(20);
@@ -99,6 +124,35 @@ fn engine_benches(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    group.finish();
+}
+
+/// The rank correlations the analysis API computes after its query (`analysis::pairwise`), on
+/// `series` correlated series over 15,625 architectures: 3 = kind `datasets`, 9 = `bins`,
+/// 10 = `metrics`.
+fn analysis_benches(c: &mut Criterion) {
+    let mut rng = XorShift(0xA11_A5E5);
+    let base: Vec<f64> = (0..15_625).map(|_| rng.uniform()).collect();
+    let mut group = c.benchmark_group("calibration_analysis");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    for series in [3, 9, 10] {
+        let data: BTreeMap<String, HashMap<i64, f64>> = (0..series)
+            .map(|s| {
+                let values = base
+                    .iter()
+                    .enumerate()
+                    .map(|(id, b)| (id as i64 + 1, b + 0.3 * rng.uniform()))
+                    .collect();
+                (format!("series{s:02}"), values)
+            })
+            .collect();
+        let pairs = series * (series - 1) / 2;
+        group.bench_function(
+            format!("pairwise_{series}_series_{pairs}_pairs_15625"),
+            |b| b.iter(|| analysis::pairwise(&data)),
+        );
+    }
     group.finish();
 }
 
@@ -376,6 +430,17 @@ async fn http_benches() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CPU time of the calling thread.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -383,10 +448,15 @@ fn ms(d: Duration) -> f64 {
 fn main() -> anyhow::Result<()> {
     let mut criterion = Criterion::default().configure_from_args();
     engine_benches(&mut criterion);
+    analysis_benches(&mut criterion);
     criterion.final_summary();
-    // The database part (minutes of loading) only under `cargo bench`, not `cargo test`.
+    // The database part (a minute of loading) only under `cargo bench`, not `cargo test`, and
+    // not with ARCHDB_BENCH_SKIP_DB=1.
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") || !args.iter().any(|a| a == "--bench") {
+    if args.iter().any(|a| a == "--list")
+        || !args.iter().any(|a| a == "--bench")
+        || std::env::var_os("ARCHDB_BENCH_SKIP_DB").is_some()
+    {
         return Ok(());
     }
     tokio::runtime::Builder::new_multi_thread()
