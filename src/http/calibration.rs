@@ -722,28 +722,12 @@ async fn analysis(
             out.correlations = Some(pairs);
         }
         "metrics" => {
-            let rows: Vec<(String, i64, f64)> = sqlx::query_as(
-                "select case when bins = 0 then metric else metric || '@' || bins end, architecture_id, value
-                 from calibration_metrics where stage = $1 and dataset = $2 and (bins = 0 or bins = $3) and metric <> 'accuracy'",
-            )
-            .bind(&stage)
-            .bind(need_dataset()?)
-            .bind(bins)
-            .fetch_all(pool)
-            .await?;
+            let rows = figures_at(pool, &stage, &need_dataset()?, bins).await?;
             out.correlations = Some(analysis::pairwise(&group_series(rows)));
         }
         "accuracy" => {
             let dataset = need_dataset()?;
-            let rows: Vec<(String, i64, f64)> = sqlx::query_as(
-                "select case when bins = 0 then metric else metric || '@' || bins end, architecture_id, value
-                 from calibration_metrics where stage = $1 and dataset = $2 and (bins = 0 or bins = $3) and metric <> 'accuracy'",
-            )
-            .bind(&stage)
-            .bind(&dataset)
-            .bind(bins)
-            .fetch_all(pool)
-            .await?;
+            let rows = figures_at(pool, &stage, &dataset, bins).await?;
             let accuracy: HashMap<i64, f64> =
                 sqlx::query_as::<_, (i64, f64)>("select architecture_id, accuracy from calibration_runs where dataset = $1 and accuracy is not null")
                     .bind(&dataset)
@@ -826,6 +810,33 @@ async fn analysis(
         }
     }
     Ok(Json(out))
+}
+
+/// Every calibration figure (accuracy excluded) of a dataset and stage at one bin count, as
+/// `(metric@bins or metric, architecture, value)`; the `= any(…)` predicates let PostgreSQL read
+/// only those rows from `calibration_metrics_dataset_idx`.
+async fn figures_at(
+    pool: &sqlx::PgPool,
+    stage: &str,
+    dataset: &str,
+    bins: i32,
+) -> Result<Vec<(String, i64, f64)>> {
+    let metrics: Vec<&str> = BINNED_METRICS
+        .iter()
+        .chain(SCALAR_METRICS.iter())
+        .copied()
+        .filter(|m| *m != "accuracy")
+        .collect();
+    Ok(sqlx::query_as(
+        "select case when bins = 0 then metric else metric || '@' || bins end, architecture_id, value
+         from calibration_metrics where stage = $1 and dataset = $2 and bins = any(array[0, $3]) and metric = any($4)",
+    )
+    .bind(stage)
+    .bind(dataset)
+    .bind(bins)
+    .bind(&metrics)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// `(series key, architecture, value)` rows grouped into one map per key.
