@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::stats::{kendall_tau_b, spearman};
+use crate::stats::{average_ranks, kendall_tau_b, pearson, spearman};
 
 /// Rank agreement of two series over the architectures they share.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -23,9 +23,41 @@ pub struct PairCorrelation {
 }
 
 /// Every pair of series (in key order), each correlated over the architectures both contain.
+/// When all series cover the same architectures (the usual case: one benchmark, every figure),
+/// each series is aligned and ranked once instead of once per pair.
 pub fn pairwise(series: &BTreeMap<String, HashMap<i64, f64>>) -> Vec<PairCorrelation> {
     let keys: Vec<&String> = series.keys().collect();
+    let first = series.values().next();
+    let same_ids = first.is_some_and(|f| {
+        series
+            .values()
+            .all(|s| s.len() == f.len() && s.keys().all(|id| f.contains_key(id)))
+    });
     let mut out = Vec::new();
+    if same_ids {
+        let mut ids: Vec<i64> = first
+            .map(|f| f.keys().copied().collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        let aligned: Vec<Vec<f64>> = keys
+            .iter()
+            .map(|k| ids.iter().map(|id| series[*k][id]).collect())
+            .collect();
+        let ranks: Vec<Vec<f64>> = aligned.iter().map(|v| average_ranks(v)).collect();
+        let finite = |v: f64| v.is_finite().then_some(v);
+        for i in 0..keys.len() {
+            for j in i + 1..keys.len() {
+                out.push(PairCorrelation {
+                    a: keys[i].clone(),
+                    b: keys[j].clone(),
+                    n: ids.len(),
+                    kendall_tau_b: finite(kendall_tau_b(&aligned[i], &aligned[j])),
+                    spearman: finite(pearson(&ranks[i], &ranks[j])),
+                });
+            }
+        }
+        return out;
+    }
     for (i, a) in keys.iter().enumerate() {
         for b in &keys[i + 1..] {
             out.push(correlate(a, &series[*a], b, &series[*b]));
@@ -136,6 +168,26 @@ mod tests {
             &series(&[(1, 1.0), (2, 2.0)]),
         );
         assert_eq!(constant.kendall_tau_b, None);
+    }
+
+    #[test]
+    fn aligned_fast_path_equals_pairwise_correlation() {
+        let mut s = BTreeMap::new();
+        for (k, salt) in [("x", 3u64), ("y", 7), ("z", 11)] {
+            // Same ids in every series, values with ties.
+            s.insert(
+                k.to_string(),
+                (0..50)
+                    .map(|i| (i as i64, ((i as u64 * salt) % 13) as f64))
+                    .collect::<HashMap<i64, f64>>(),
+            );
+        }
+        let fast = pairwise(&s);
+        for p in &fast {
+            let slow = correlate(&p.a, &s[&p.a], &p.b, &s[&p.b]);
+            assert_eq!(p, &slow);
+        }
+        assert_eq!(fast.len(), 3);
     }
 
     #[test]
