@@ -3,7 +3,7 @@
 //! `x'ᵢ = tanh(W₁xᵢ + W₂ Σ_{j→i} xⱼ + b)` with messages along edge direction; mean readout over
 //! nodes; a two-layer MLP to the graph embedding.
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::PredictError;
 use super::batch::Batch;
 use super::features::{NUM_GRAPH, NUM_NUMERIC};
-use super::nn::{Dense, Init, Params, STATISTICS};
+use super::nn::{Dense, Params};
 
 type Result<T> = std::result::Result<T, PredictError>;
 
@@ -26,8 +26,6 @@ pub struct EncoderConfig {
     pub embedding: usize,
     /// Append the whole-graph features (log nodes, FLOPs, params) to the mean readout.
     pub graph_features: bool,
-    /// Standardise the pooled vector over the training graphs (refreshed every epoch).
-    pub standardize: bool,
 }
 
 impl Default for EncoderConfig {
@@ -37,7 +35,6 @@ impl Default for EncoderConfig {
             layers: 6,
             embedding: 32,
             graph_features: true,
-            standardize: false,
         }
     }
 }
@@ -55,11 +52,6 @@ pub struct Encoder {
     convs: Vec<GraphConv>,
     readout: [Dense; 2],
     graph_features: bool,
-    /// Per-column mean and standard deviation of the pooled vector over the training graphs.
-    /// A mean over ~200 nodes varies little between graphs next to its common part (std ≈ 0.03
-    /// against means ≈ 0.2 at initialisation on NB201), which stalls regression; standardising
-    /// it (refreshed every epoch, frozen after training) lets the readout see the differences.
-    standardize: [Var; 2],
 }
 
 /// Dropout on node states (the contrastive views); masks come from a seeded generator.
@@ -89,7 +81,7 @@ impl Encoder {
     pub fn new(params: &mut Params, config: &EncoderConfig, vocabulary_rows: usize) -> Result<Self> {
         let h = config.hidden;
         let op_embedding = params
-            .get("encoder.op_embedding", &[vocabulary_rows, h], Init::Uniform(1.0))?
+            .get("encoder.op_embedding", &[vocabulary_rows, h], 1.0)?
             .as_tensor()
             .clone();
         let numeric = Dense::new(params, "encoder.numeric", NUM_NUMERIC, h)?;
@@ -100,17 +92,13 @@ impl Encoder {
                 Ok(GraphConv {
                     own: Dense::new(params, &format!("{name}.own"), h, h)?,
                     neighbours: params
-                        .get(&format!("{name}.neighbours.weight"), &[h, h], Init::Uniform(bound))?
+                        .get(&format!("{name}.neighbours.weight"), &[h, h], bound)?
                         .as_tensor()
                         .clone(),
                 })
             })
             .collect::<Result<_>>()?;
         let pooled = h + if config.graph_features { NUM_GRAPH } else { 0 };
-        let standardize = [
-            params.get(&format!("{STATISTICS}mean"), &[pooled], Init::Constant(0.0))?,
-            params.get(&format!("{STATISTICS}std"), &[pooled], Init::Constant(1.0))?,
-        ];
         let readout = [
             Dense::new(params, "encoder.readout.0", pooled, h)?,
             Dense::new(params, "encoder.readout.1", h, config.embedding)?,
@@ -121,7 +109,6 @@ impl Encoder {
             convs,
             readout,
             graph_features: config.graph_features,
-            standardize,
         })
     }
 
@@ -166,30 +153,7 @@ impl Encoder {
 
     /// Graph embeddings from pooled states, `graphs × embedding`.
     pub fn readout(&self, pooled: &Tensor) -> Result<Tensor> {
-        let [mean, std] = &self.standardize;
-        let x = pooled.broadcast_sub(mean)?.broadcast_div(std)?;
-        self.readout[1].forward(&self.readout[0].forward(&x)?.relu()?)
-    }
-
-    /// Sets the standardisation statistics to those of the pooled vectors of `batches`.
-    pub fn standardize_on(&self, batches: &[Batch]) -> Result<()> {
-        let pooled = batches
-            .iter()
-            .map(|b| self.pooled(b, None))
-            .collect::<Result<Vec<_>>>()?;
-        let pooled = Tensor::cat(&pooled, 0)?.detach();
-        let mean = pooled.mean(0)?;
-        let std = pooled
-            .broadcast_sub(&mean)?
-            .sqr()?
-            .mean(0)?
-            .sqrt()?
-            // Constant columns (a feature all training graphs share) are left unscaled.
-            .maximum(1e-6)?;
-        let std = std.ge(1e-5)?.where_cond(&std, &std.ones_like()?)?;
-        self.standardize[0].set(&mean)?;
-        self.standardize[1].set(&std)?;
-        Ok(())
+        self.readout[1].forward(&self.readout[0].forward(pooled)?.relu()?)
     }
 
     /// Graph embeddings of a batch.
@@ -276,7 +240,6 @@ mod tests {
             layers: 4,
             embedding: 8,
             graph_features: true,
-            standardize: false,
         };
         let vocabulary = Vocabulary::current();
         let mut params = Params::new(Source::Init(&mut rng), &Device::Cpu);

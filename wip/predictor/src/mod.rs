@@ -87,7 +87,6 @@ mod tests {
                 layers: 2,
                 embedding: 8,
                 graph_features: true,
-                standardize: false,
             },
             head_hidden: 8,
             contrastive: ContrastiveConfig {
@@ -127,7 +126,6 @@ mod tests {
             layers: 3,
             embedding: 8,
             graph_features: true,
-            standardize: false,
         };
         let mut rng = StdRng::seed_from_u64(7);
         let vocabulary = Vocabulary::current();

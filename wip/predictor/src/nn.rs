@@ -28,14 +28,6 @@ pub struct Params<'a> {
     pub vars: BTreeMap<String, Var>,
 }
 
-/// Initial distribution of a new parameter.
-#[derive(Clone, Copy)]
-pub enum Init {
-    /// U(−a, a).
-    Uniform(f64),
-    Constant(f32),
-}
-
 impl<'a> Params<'a> {
     pub fn new(source: Source<'a>, device: &Device) -> Self {
         Self {
@@ -45,17 +37,14 @@ impl<'a> Params<'a> {
         }
     }
 
-    /// The parameter `name` of `shape`.
-    pub fn get(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Var> {
+    /// The parameter `name` of `shape`, U(−bound, bound) when new.
+    pub fn get(&mut self, name: &str, shape: &[usize], bound: f64) -> Result<Var> {
         let tensor = match &mut self.source {
             Source::Init(rng) => {
                 let count: usize = shape.iter().product();
-                let values: Vec<f32> = match init {
-                    Init::Uniform(a) => (0..count)
-                        .map(|_| rng.random_range(-a..a) as f32)
-                        .collect(),
-                    Init::Constant(c) => vec![c; count],
-                };
+                let values: Vec<f32> = (0..count)
+                    .map(|_| rng.random_range(-bound..bound) as f32)
+                    .collect();
                 Tensor::from_vec(values, shape, &self.device)?
             }
             Source::Load(tensors) => {
@@ -93,26 +82,15 @@ impl Dense {
             weight: params.get(
                 &format!("{name}.weight"),
                 &[outputs, inputs],
-                Init::Uniform(bound),
+                bound,
             )?,
-            bias: params.get(&format!("{name}.bias"), &[outputs], Init::Uniform(bound))?,
+            bias: params.get(&format!("{name}.bias"), &[outputs], bound)?,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
     }
-}
-
-/// Prefix of parameters that are statistics, not trained by gradient.
-pub const STATISTICS: &str = "encoder.standardize.";
-
-/// The variables an optimiser updates (all but the statistics).
-pub fn trainable(vars: &BTreeMap<String, Var>) -> Vec<Var> {
-    vars.iter()
-        .filter(|(name, _)| !name.starts_with(STATISTICS))
-        .map(|(_, v)| v.clone())
-        .collect()
 }
 
 /// Copies every parameter value (for keeping the best epoch's weights).

@@ -269,18 +269,6 @@ impl Context<'_> {
         idx.iter().map(|&i| self.targets[i]).collect()
     }
 
-    /// Refreshes the encoder's readout standardisation on the graphs `idx`.
-    fn standardize(&self, encoder: &Encoder, idx: &[usize]) -> Result<()> {
-        if !self.config.encoder.standardize {
-            return Ok(());
-        }
-        let batches = idx
-            .chunks(512)
-            .map(|chunk| self.batch(chunk))
-            .collect::<Result<Vec<_>>>()?;
-        encoder.standardize_on(&batches)
-    }
-
     /// Kendall τ between predicted targets mapped back to accuracies and true accuracies.
     fn kendall(&self, idx: &[usize], predicted: &Tensor) -> Result<f64> {
         let predicted: Vec<f32> = predicted.to_vec1()?;
@@ -430,9 +418,10 @@ impl Context<'_> {
             let p = Projection::new(&mut params, self.config.encoder.embedding, c.projection)?;
             (p, params.vars)
         };
-        let vars: Vec<Var> = nn::trainable(encoder_vars)
-            .into_iter()
-            .chain(projection.1.values().cloned())
+        let vars: Vec<Var> = encoder_vars
+            .values()
+            .chain(projection.1.values())
+            .cloned()
             .collect();
         let mut optimizer = AdamW::new(
             vars,
@@ -450,7 +439,6 @@ impl Context<'_> {
         let mut order: Vec<usize> = (0..self.samples.len()).collect();
         for epoch in 0..c.epochs {
             let started = Instant::now();
-            self.standardize(encoder, &order)?;
             order.shuffle(rng);
             let (mut total, mut count) = (0.0, 0);
             for chunk in order.chunks(c.batch_size.max(2)) {
@@ -496,7 +484,7 @@ impl Context<'_> {
     ) -> Result<Option<f64>> {
         let config = self.config;
         let mut optimizer = AdamW::new(
-            nn::trainable(vars),
+            vars.values().cloned().collect(),
             ParamsAdamW {
                 lr: config.learning_rate,
                 weight_decay: config.weight_decay,
@@ -507,7 +495,6 @@ impl Context<'_> {
         let mut best: Option<(f64, Vec<Tensor>)> = None;
         for epoch in 0..config.epochs {
             let started = Instant::now();
-            self.standardize(encoder, train_idx)?;
             order.shuffle(rng);
             let (mut total, mut count) = (0.0, 0);
             for chunk in order.chunks(config.batch_size) {
