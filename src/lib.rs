@@ -14,5 +14,6 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod onnx;
+pub mod predict;
 pub mod stats;
 pub mod testing;

@@ -157,7 +157,8 @@ impl Batch {
             });
         }
 
-        let (mut pool_rows, mut pool_graphs, mut pool_weights) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut pool_rows, mut pool_graphs, mut pool_weights) =
+            (Vec::new(), Vec::new(), Vec::new());
         for (g, (graph, map)) in graphs.iter().zip(&maps).enumerate() {
             for (c, &count) in graph.final_counts.iter().enumerate() {
                 pool_rows.push(map[c]);

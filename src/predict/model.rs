@@ -93,8 +93,10 @@ impl Head {
     /// Makes the head output `scale · y + shift` instead of `y`.
     pub fn rescale(&self, scale: f64, shift: f64) -> Result<()> {
         let last = &self.layers[1];
-        last.weight.set(&last.weight.as_tensor().affine(scale, 0.0)?)?;
-        last.bias.set(&last.bias.as_tensor().affine(scale, shift)?)?;
+        last.weight
+            .set(&last.weight.as_tensor().affine(scale, 0.0)?)?;
+        last.bias
+            .set(&last.bias.as_tensor().affine(scale, shift)?)?;
         Ok(())
     }
 }
@@ -159,11 +161,10 @@ impl Member {
 pub fn to_array(t: &Tensor) -> Result<Array2<f64>> {
     let (rows, cols) = t.dims2()?;
     let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    Ok(Array2::from_shape_vec(
-        (rows, cols),
-        values.into_iter().map(f64::from).collect(),
+    Ok(
+        Array2::from_shape_vec((rows, cols), values.into_iter().map(f64::from).collect())
+            .expect("shape matches"),
     )
-    .expect("shape matches"))
 }
 
 pub fn memberships_tensor(u: &Array2<f64>, device: &Device) -> Result<Tensor> {
@@ -250,7 +251,10 @@ impl Predictor {
 
     /// Predictions for graphs already featurised by [`Predictor::prepare`].
     pub fn predict_prepared(&self, graphs: &[&PreparedGraph]) -> Result<Vec<Prediction>> {
-        if graphs.iter().any(|g| g.layers() != self.config.encoder.layers) {
+        if graphs
+            .iter()
+            .any(|g| g.layers() != self.config.encoder.layers)
+        {
             return Err(PredictError::Config(format!(
                 "graph prepared for another encoder depth (need {} layers)",
                 self.config.encoder.layers
@@ -346,13 +350,21 @@ mod tests {
         let acc = [90.0, 80.0, 70.0];
         let flops = [2e9, 5e8, 0.0];
         let t = TargetTransform::fit(&acc, &flops, true);
-        let y: Vec<f64> = acc.iter().zip(&flops).map(|(&a, &f)| t.forward(a, f)).collect();
+        let y: Vec<f64> = acc
+            .iter()
+            .zip(&flops)
+            .map(|(&a, &f)| t.forward(a, f))
+            .collect();
         assert!(y.iter().sum::<f64>().abs() < 1e-9, "z-scored: {y:?}");
         for ((&a, &f), &y) in acc.iter().zip(&flops).zip(&y) {
             assert!((t.inverse(y, f) - a).abs() < 1e-9);
         }
         // 2 GFLOPs: divisor log10(3) + 1.
-        let plain = TargetTransform { flops_transform: true, mean: 0.0, std: 1.0 };
+        let plain = TargetTransform {
+            flops_transform: true,
+            mean: 0.0,
+            std: 1.0,
+        };
         assert!((plain.forward(90.0, 2e9) - 90.0 / (3f64.log10() + 1.0)).abs() < 1e-12);
         assert_eq!(mean_std(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
     }

@@ -118,7 +118,10 @@ pub fn contrastive_loss(z: &Tensor, alpha: &[f32], temperature: f64) -> Result<T
     let masked = similarities.add(&Tensor::from_vec(diagonal, (views, views), device)?)?;
     let log_p = candle_nn::ops::log_softmax(&masked, 1)?;
     let alpha = Tensor::from_vec(alpha.to_vec(), (views, views), device)?;
-    Ok(log_p.mul(&alpha)?.sum_all()?.affine(-1.0 / views as f64, 0.0)?)
+    Ok(log_p
+        .mul(&alpha)?
+        .sum_all()?
+        .affine(-1.0 / views as f64, 0.0)?)
 }
 
 #[cfg(test)]
@@ -158,8 +161,14 @@ mod tests {
             &device,
         )
         .unwrap();
-        let low = contrastive_loss(&aligned, &alpha, 0.1).unwrap().to_scalar::<f32>().unwrap();
-        let high = contrastive_loss(&crossed, &alpha, 0.1).unwrap().to_scalar::<f32>().unwrap();
+        let low = contrastive_loss(&aligned, &alpha, 0.1)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let high = contrastive_loss(&crossed, &alpha, 0.1)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(low < 0.01 && high > 5.0, "{low} {high}");
     }
 }

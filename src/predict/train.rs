@@ -27,13 +27,13 @@ use super::contrastive::{ContrastiveConfig, Projection, contrastive_loss, soft_p
 use super::encoder::{Dropout, Encoder, EncoderConfig};
 use super::fcm::Fcm;
 use super::features::{FeatureConfig, NUMERIC_FEATURES, PreparedGraph};
-use super::metrics::kendall_tau_b;
 use super::model::{
     Head, Member, MemberConfig, ModelConfig, Predictor, TargetTransform, memberships_tensor,
     mixture, to_array,
 };
 use super::nn::{self, Params, Source};
 use super::spectral::spectral_signature;
+use crate::stats::kendall_tau_b;
 
 type Result<T> = std::result::Result<T, PredictError>;
 
@@ -205,7 +205,11 @@ pub fn train(
         let fold: Vec<usize> = (0..held_out)
             .map(|k| order[(start + k) % order.len()])
             .collect();
-        let train_idx: Vec<usize> = order.iter().copied().filter(|i| !fold.contains(i)).collect();
+        let train_idx: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|i| !fold.contains(i))
+            .collect();
         let seed = config
             .seed
             .wrapping_add((m as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -336,13 +340,7 @@ impl Context<'_> {
         let views: Vec<_> = embeddings.iter().map(|e| e.view()).collect();
         let points = ndarray::concatenate(ndarray::Axis(0), &views)
             .map_err(|e| PredictError::Config(e.to_string()))?;
-        let fcm = Fcm::fit(
-            points.view(),
-            config.clusters,
-            config.fuzzifier,
-            300,
-            1e-6,
-        )?;
+        let fcm = Fcm::fit(points.view(), config.clusters, config.fuzzifier, 300, 1e-6)?;
         let nearest: Vec<f64> = fcm
             .distances(points.view())
             .rows()
@@ -358,7 +356,10 @@ impl Context<'_> {
                     .iter()
                     .filter(|(name, _)| name.starts_with("head.0."))
                     .map(move |(name, var)| {
-                        (name.replacen("head.0.", &format!("head.{k}."), 1), var.as_tensor().clone())
+                        (
+                            name.replacen("head.0.", &format!("head.{k}."), 1),
+                            var.as_tensor().clone(),
+                        )
                     })
             })
             .collect();
@@ -376,15 +377,7 @@ impl Context<'_> {
         let head_vars = params.vars;
         if fcm.clusters() > 1 && config.head_epochs > 0 {
             let tau = self.fit_heads(
-                member,
-                &encoder,
-                &heads,
-                &head_vars,
-                &fcm,
-                train_idx,
-                val_idx,
-                &mut rng,
-                progress,
+                member, &encoder, &heads, &head_vars, &fcm, train_idx, val_idx, &mut rng, progress,
             )?;
             if tau.is_some() {
                 best_tau = tau;
@@ -446,8 +439,20 @@ impl Context<'_> {
                     continue;
                 }
                 let batch = self.batch(chunk)?;
-                let a = encoder.forward(&batch, Some(Dropout { rate: c.dropout, rng }))?;
-                let b = encoder.forward(&batch, Some(Dropout { rate: c.dropout, rng }))?;
+                let a = encoder.forward(
+                    &batch,
+                    Some(Dropout {
+                        rate: c.dropout,
+                        rng,
+                    }),
+                )?;
+                let b = encoder.forward(
+                    &batch,
+                    Some(Dropout {
+                        rate: c.dropout,
+                        rng,
+                    }),
+                )?;
                 let z = projection.0.forward(&Tensor::cat(&[a, b], 0)?)?;
                 let sigs: Vec<Vec<f32>> = chunk.iter().map(|&i| signatures[i].clone()).collect();
                 let alpha = soft_positive_weights(&sigs, c.spectral_temperature);
@@ -686,7 +691,11 @@ fn least_squares_line(x: &[f32], y: &[f32]) -> (f64, f64) {
         sxy += (a as f64 - mx) * (b as f64 - my);
         sxx += (a as f64 - mx).powi(2);
     }
-    let scale = if sxx > 0.0 && sxy > 0.0 { sxy / sxx } else { 1.0 };
+    let scale = if sxx > 0.0 && sxy > 0.0 {
+        sxy / sxx
+    } else {
+        1.0
+    };
     (scale, my - scale * mx)
 }
 
@@ -731,8 +740,7 @@ impl Predictor {
     /// family; the GNN layers, target transform and FCM centroids stay frozen, so OOD scores
     /// remain relative to the original training set.
     pub fn finetune(&mut self, samples: &[TrainSample], config: &FinetuneConfig) -> Result<()> {
-        let labelled: Vec<&TrainSample> =
-            samples.iter().filter(|s| s.accuracy.is_some()).collect();
+        let labelled: Vec<&TrainSample> = samples.iter().filter(|s| s.accuracy.is_some()).collect();
         if labelled.is_empty() || config.batch_size == 0 {
             return Err(PredictError::Config(
                 "fine-tuning needs labelled samples and a positive batch size".into(),
@@ -741,7 +749,11 @@ impl Predictor {
         let graphs: Vec<&PreparedGraph> = labelled.iter().map(|s| &*s.graph).collect();
         let targets: Vec<f32> = labelled
             .iter()
-            .map(|s| self.config.target.forward(s.accuracy.unwrap(), s.graph.flops) as f32)
+            .map(|s| {
+                self.config
+                    .target
+                    .forward(s.accuracy.unwrap(), s.graph.flops) as f32
+            })
             .collect();
         let batch = Batch::new(&graphs, &self.vocabulary, &self.device)?;
         for (m, member) in self.members.iter().enumerate() {

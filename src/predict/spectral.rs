@@ -212,7 +212,10 @@ mod tests {
             vec![0.0, 1.25, 1.25, 1.25, 1.25],
         );
         // An isolated node adds an eigenvalue 0.
-        assert_spectrum(&normalized_laplacian_spectrum(3, &[[0, 1]]), vec![0.0, 0.0, 2.0]);
+        assert_spectrum(
+            &normalized_laplacian_spectrum(3, &[[0, 1]]),
+            vec![0.0, 0.0, 2.0],
+        );
     }
 
     #[test]

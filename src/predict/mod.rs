@@ -9,7 +9,7 @@
 //! * [`model`]: ensemble members with one head per cluster, the FLOPs target transform, and
 //!   predictions with uncertainty and an out-of-distribution score;
 //! * [`train`]: training, validation and few-shot fine-tuning;
-//! * [`metrics`]: Kendall τ-b, Spearman ρ, MAE;
+//! * rank metrics live in [`crate::stats`];
 //! * [`artifact`]: the model as one safetensors blob; [`backend`]: CPU or CUDA.
 //!
 //! `docs/predictor.md` describes the model, its artifact and its NB201 evaluation.
@@ -21,15 +21,14 @@ pub mod contrastive;
 pub mod encoder;
 pub mod fcm;
 pub mod features;
-pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod spectral;
 pub mod train;
 
+pub use crate::stats::Scores;
 pub use backend::Backend;
 pub use features::{CgGraphRef, FeatureConfig, OwnedCg, PreparedGraph};
-pub use metrics::Scores;
 pub use model::{ModelConfig, Prediction, Predictor};
 pub use train::{EpochReport, FinetuneConfig, Stage, TrainConfig, TrainSample, train};
 
@@ -131,10 +130,11 @@ mod tests {
         let vocabulary = Vocabulary::current();
         let mut params = Params::new(Source::Init(&mut rng), &Device::Cpu);
         let encoder = Encoder::new(&mut params, &config, vocabulary.rows()).unwrap();
-        let graphs: Vec<PreparedGraph> = [branchy(1, 4), branchy(3, 8), branchy(2, 4), branchy(5, 16)]
-            .iter()
-            .map(|g| PreparedGraph::new(g.as_ref(), &FeatureConfig::default(), 3).unwrap())
-            .collect();
+        let graphs: Vec<PreparedGraph> =
+            [branchy(1, 4), branchy(3, 8), branchy(2, 4), branchy(5, 16)]
+                .iter()
+                .map(|g| PreparedGraph::new(g.as_ref(), &FeatureConfig::default(), 3).unwrap())
+                .collect();
         let refs: Vec<&PreparedGraph> = graphs.iter().collect();
         let together = encoder
             .forward(&Batch::new(&refs, &vocabulary, &Device::Cpu).unwrap(), None)
@@ -192,13 +192,20 @@ mod tests {
         let typical = predict_all(&predictor);
         let mut nodes = vec![node("Input", 3, false)];
         for i in 0..30 {
-            let mut n = node(if i % 2 == 0 { "LayerNorm" } else { "Softmax" }, 2048, false);
+            let mut n = node(
+                if i % 2 == 0 { "LayerNorm" } else { "Softmax" },
+                2048,
+                false,
+            );
             n.resolution = [197, 197, 1, 1, 768, 768];
             nodes.push(n);
         }
         let edges: Vec<[u32; 2]> = (0..30).map(|i| [i, i + 1]).collect();
         let unusual = predictor
-            .predict(&[CgGraphRef { nodes: &nodes, edges: &edges }])
+            .predict(&[CgGraphRef {
+                nodes: &nodes,
+                edges: &edges,
+            }])
             .unwrap();
         let max_typical = typical.iter().map(|p| p.ood_score).fold(0.0, f64::max);
         assert!(
@@ -229,12 +236,17 @@ mod tests {
                 .map(|p| p.accuracy)
                 .collect();
             let truth: Vec<f64> = shifted.iter().map(|s| s.accuracy.unwrap()).collect();
-            metrics::mae(&predicted, &truth)
+            crate::stats::mae(&predicted, &truth)
         };
         let before = error(&predictor);
         predictor
             .finetune(&shifted, &FinetuneConfig::default())
             .unwrap();
-        assert!(error(&predictor) < before / 4.0, "{} → {}", before, error(&predictor));
+        assert!(
+            error(&predictor) < before / 4.0,
+            "{} → {}",
+            before,
+            error(&predictor)
+        );
     }
 }

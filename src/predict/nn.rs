@@ -79,11 +79,7 @@ impl Dense {
     pub fn new(params: &mut Params, name: &str, inputs: usize, outputs: usize) -> Result<Self> {
         let bound = 1.0 / (inputs as f64).sqrt();
         Ok(Self {
-            weight: params.get(
-                &format!("{name}.weight"),
-                &[outputs, inputs],
-                bound,
-            )?,
+            weight: params.get(&format!("{name}.weight"), &[outputs, inputs], bound)?,
             bias: params.get(&format!("{name}.bias"), &[outputs], bound)?,
         })
     }
@@ -95,9 +91,7 @@ impl Dense {
 
 /// Copies every parameter value (for keeping the best epoch's weights).
 pub fn snapshot(vars: &BTreeMap<String, Var>) -> Result<Vec<Tensor>> {
-    vars.values()
-        .map(|v| Ok(v.as_tensor().copy()?))
-        .collect()
+    vars.values().map(|v| Ok(v.as_tensor().copy()?)).collect()
 }
 
 /// Restores values taken by [`snapshot`] of the same variables.

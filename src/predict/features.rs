@@ -204,6 +204,10 @@ impl Round {
         self.self_prev.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.self_prev.is_empty()
+    }
+
     pub fn neighbours(&self, colour: usize) -> &[u32] {
         &self.nbrs[self.nbr_start[colour] as usize..self.nbr_start[colour + 1] as usize]
     }
@@ -371,7 +375,11 @@ pub(crate) mod tests {
             groups: 1,
             bias: false,
             weight_shape: kernel.then(|| vec![channels, channels, 3, 3]),
-            params: if kernel { (channels * channels * 9) as u64 } else { 0 },
+            params: if kernel {
+                (channels * channels * 9) as u64
+            } else {
+                0
+            },
             macs: (channels * 32 * 32) as u64 * if kernel { 9 * channels as u64 } else { 1 },
             subgraph: false,
         }
@@ -417,7 +425,9 @@ pub(crate) mod tests {
     #[test]
     fn numeric_features_are_scaled() {
         let f = FeatureConfig::default().numeric(&node("Conv", 512, true));
-        assert!((f[4] - 1.0).abs() < 1e-6 && (f[0] - (33f64.ln() / 257f64.ln()) as f32).abs() < 1e-6);
+        assert!(
+            (f[4] - 1.0).abs() < 1e-6 && (f[0] - (33f64.ln() / 257f64.ln()) as f32).abs() < 1e-6
+        );
         assert!((f[6] - 3.0 / 7.0).abs() < 1e-6 && f[8] == 0.0 && f[14] == 1.0);
         assert_eq!(f[11], 0.0, "one group is log 0");
     }
@@ -426,9 +436,15 @@ pub(crate) mod tests {
     fn rejects_bad_graphs() {
         let g = branchy(1, 4);
         let bad = [[0u32, 99u32]];
-        let r = CgGraphRef { nodes: &g.nodes, edges: &bad };
+        let r = CgGraphRef {
+            nodes: &g.nodes,
+            edges: &bad,
+        };
         assert!(PreparedGraph::new(r, &FeatureConfig::default(), 2).is_err());
-        let empty = CgGraphRef { nodes: &[], edges: &[] };
+        let empty = CgGraphRef {
+            nodes: &[],
+            edges: &[],
+        };
         assert!(PreparedGraph::new(empty, &FeatureConfig::default(), 2).is_err());
     }
 }

@@ -85,7 +85,8 @@ impl Predictor {
                 let own: HashMap<String, Tensor> = tensors
                     .iter()
                     .filter_map(|(name, t)| {
-                        name.strip_prefix(&prefix).map(|n| (n.to_string(), t.clone()))
+                        name.strip_prefix(&prefix)
+                            .map(|n| (n.to_string(), t.clone()))
                     })
                     .collect();
                 let mut params = Params::new(Source::Load(&own), &device);

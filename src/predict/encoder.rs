@@ -78,7 +78,11 @@ impl Dropout<'_> {
 }
 
 impl Encoder {
-    pub fn new(params: &mut Params, config: &EncoderConfig, vocabulary_rows: usize) -> Result<Self> {
+    pub fn new(
+        params: &mut Params,
+        config: &EncoderConfig,
+        vocabulary_rows: usize,
+    ) -> Result<Self> {
         let h = config.hidden;
         let op_embedding = params
             .get("encoder.op_embedding", &[vocabulary_rows, h], 1.0)?
@@ -178,7 +182,11 @@ mod tests {
         let device = Device::Cpu;
         let vocabulary = Vocabulary::current();
         let n = graph.nodes.len();
-        let labels: Vec<u32> = graph.nodes.iter().map(|v| vocabulary.row(&v.label)).collect();
+        let labels: Vec<u32> = graph
+            .nodes
+            .iter()
+            .map(|v| vocabulary.row(&v.label))
+            .collect();
         let numeric: Vec<f32> = graph
             .nodes
             .iter()
@@ -208,22 +216,44 @@ mod tests {
                 .unwrap()
                 .index_add(&dst, &messages.index_select(&src, 0).unwrap(), 0)
                 .unwrap();
-            x = conv.own.forward(&x).unwrap().add(&summed).unwrap().tanh().unwrap();
+            x = conv
+                .own
+                .forward(&x)
+                .unwrap()
+                .add(&summed)
+                .unwrap()
+                .tanh()
+                .unwrap();
         }
         let mean = x.mean_keepdim(0).unwrap();
         let graph_features = Tensor::from_vec(prepared.graph.to_vec(), (1, NUM_GRAPH), &device);
         let pooled = Tensor::cat(&[mean, graph_features.unwrap()], 1).unwrap();
-        encoder.readout(&pooled).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        encoder
+            .readout(&pooled)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     }
 
     #[test]
     fn deduplicated_message_passing_equals_the_definition() {
         // A random DAG over few distinct node kinds, so that many nodes share colours.
         let mut rng = StdRng::seed_from_u64(11);
-        let kinds = [("Conv", 16, true), ("ReLU", 16, false), ("Add", 16, false), ("Conv", 32, true)];
+        let kinds = [
+            ("Conv", 16, true),
+            ("ReLU", 16, false),
+            ("Add", 16, false),
+            ("Conv", 32, true),
+        ];
         let nodes: Vec<_> = (0..40)
             .map(|i| {
-                let (label, c, k) = if i == 0 { ("Input", 3, false) } else { kinds[rng.random_range(0..4)] };
+                let (label, c, k) = if i == 0 {
+                    ("Input", 3, false)
+                } else {
+                    kinds[rng.random_range(0..4)]
+                };
                 node(label, c, k)
             })
             .collect();
@@ -246,7 +276,10 @@ mod tests {
         let encoder = Encoder::new(&mut params, &config, vocabulary.rows()).unwrap();
         let prepared = PreparedGraph::new(graph.as_ref(), &FeatureConfig::default(), 4).unwrap();
         let (rows, all) = prepared.unique_rows();
-        assert!(rows < all, "the test graph must exercise deduplication: {rows} of {all}");
+        assert!(
+            rows < all,
+            "the test graph must exercise deduplication: {rows} of {all}"
+        );
         let batch = crate::predict::batch::Batch::new(&[&prepared], &vocabulary, &Device::Cpu);
         let fast: Vec<f32> = encoder
             .forward(&batch.unwrap(), None)

@@ -18,15 +18,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use archdb::generate::{nb201_arch_strings, nb201_model};
 use archdb::graph::BuildOptions;
-use archdb::predict::{
-    OwnedCg, PreparedGraph, Predictor, Scores, TrainConfig, TrainSample, train,
-};
+use archdb::predict::{OwnedCg, Predictor, PreparedGraph, Scores, TrainConfig, TrainSample, train};
 use prost::Message;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-const DEFAULT_CSV: &str = "/work/shared/data/nasbench201/nb201_tss_200ep_test.csv.gz";
+const DEFAULT_CSV: &str = "data/nasbench201/nb201_tss_200ep_test.csv.gz";
 
 struct Args {
     sizes: Vec<usize>,
@@ -42,7 +40,12 @@ struct Args {
 
 fn parse_list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>> {
     s.split(',')
-        .map(|x| x.trim().parse().ok().context(format!("bad list item '{x}'")))
+        .map(|x| {
+            x.trim()
+                .parse()
+                .ok()
+                .context(format!("bad list item '{x}'"))
+        })
         .collect()
 }
 
@@ -270,7 +273,7 @@ fn main() -> Result<()> {
                     .map(|p| p.accuracy)
                     .collect();
                 let train_truth: Vec<f64> = train_idx.iter().map(|&i| table[i].1).collect();
-                let train_tau = archdb::predict::metrics::kendall_tau_b(&fitted, &train_truth);
+                let train_tau = archdb::stats::kendall_tau_b(&fitted, &train_truth);
                 let seconds_per_epoch = epoch_seconds
                     .iter()
                     .map(|(k, v)| (k.clone(), v.iter().sum::<f64>() / v.len() as f64))
@@ -278,7 +281,11 @@ fn main() -> Result<()> {
                 println!(
                     "{name} size {size} seed {seed}: τ {:.4} ρ {:.4} MAE {:.3} (training-set τ \
                      {train_tau:.3}; train {:.1} s, s/epoch {:?})",
-                    scores.kendall_tau, scores.spearman, scores.mae, train_seconds, seconds_per_epoch
+                    scores.kendall_tau,
+                    scores.spearman,
+                    scores.mae,
+                    train_seconds,
+                    seconds_per_epoch
                 );
                 runs.push(Run {
                     variant: name.clone(),
@@ -302,7 +309,8 @@ fn main() -> Result<()> {
                 .iter()
                 .filter(|r| &r.variant == name && r.size == size)
                 .collect();
-            let stat = |f: &dyn Fn(&Run) -> f64| mean_sd(&these.iter().map(|r| f(r)).collect::<Vec<_>>());
+            let stat =
+                |f: &dyn Fn(&Run) -> f64| mean_sd(&these.iter().map(|r| f(r)).collect::<Vec<_>>());
             let (tau, tau_sd) = stat(&|r| r.scores.kendall_tau);
             let (rho, rho_sd) = stat(&|r| r.scores.spearman);
             let (mae, mae_sd) = stat(&|r| r.scores.mae);
