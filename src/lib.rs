@@ -2,7 +2,8 @@
 //!
 //! Layout: [`onnx`] decodes models, [`graph`] turns them into computation graphs (features,
 //! MACs, canonical hash), [`db`] stores them in PostgreSQL, [`http`] serves the REST API,
-//! [`calibration`] computes calibration metrics, [`stats`] rank statistics, [`cli`] is the
+//! [`calibration`] computes calibration metrics, [`stats`] rank statistics, [`predict`] the
+//! accuracy predictor (model, training, serving registry), [`worker`] its training jobs, [`cli`] is the
 //! `archdb` command line.
 
 pub mod calibration;
@@ -17,3 +18,4 @@ pub mod onnx;
 pub mod predict;
 pub mod stats;
 pub mod testing;
+pub mod worker;

@@ -3,7 +3,7 @@
 //! embedded cluster is started once (shared by all test processes) under the system temp dir.
 
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use sqlx::postgres::PgConnectOptions;
 
@@ -54,10 +54,7 @@ pub async fn spawn(config: ServeConfig) -> TestServer {
     let db = Database::connect_with(fresh_database(), 8, None)
         .await
         .expect("test database");
-    let ctx = ApiContext {
-        pool: db.pool.clone(),
-        config: Arc::new(config),
-    };
+    let ctx = ApiContext::new(db.pool.clone(), config).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");

@@ -1,7 +1,6 @@
 //! The `archdb` command line.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -60,6 +59,38 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         classes: u32,
     },
+    /// Run accuracy-predictor training and fine-tuning jobs from the queue (POST /v1/predictors),
+    /// on the GPU when archdb is built with the `cuda` feature and one is present.
+    Worker {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        options: crate::worker::WorkerOptions,
+    },
+    /// Train, evaluate and register an accuracy predictor in the foreground, with a progress bar.
+    Train {
+        #[command(flatten)]
+        db: DbConfig,
+        /// What to predict: benchmark/dataset/metric[/epoch[/split]] of the stored results.
+        #[arg(long, default_value = "nb201/cifar10/acc/200/test")]
+        target: String,
+        /// Measured architectures to train on (default 10 %); the rest are the test set.
+        #[arg(long)]
+        train_size: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        name: Option<String>,
+        /// Training-setting overrides as JSON, e.g. '{"epochs": 50, "ensemble": 1}'.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Activate the new predictor.
+        #[arg(long)]
+        activate: bool,
+        /// Also write the artifact to this file (how `data/predictor/` is made).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print the OpenAPI 3.1 document.
     Openapi,
     /// Print the computation-graph summary of an ONNX file as JSON (no database needed).
@@ -101,12 +132,19 @@ pub async fn run(cli: Cli) -> Result<()> {
                         Ok(_) => {}
                         Err(e) => tracing::error!("loading starter data failed: {e:#}"),
                     }
+                    let bundled = seed_dir.join("predictor");
+                    match crate::worker::train::register_bundled(&pool, &bundled).await {
+                        Ok(ids) if !ids.is_empty() => {
+                            tracing::info!(?ids, "bundled predictors registered")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!("registering the bundled predictor failed: {e:#}")
+                        }
+                    }
                 });
             }
-            let ctx = ApiContext {
-                pool: database.pool.clone(),
-                config: Arc::new(config),
-            };
+            let ctx = ApiContext::new(database.pool.clone(), config).await;
             let served = http::serve(ctx).await;
             database.close().await;
             served
@@ -122,6 +160,73 @@ pub async fn run(cli: Cli) -> Result<()> {
             let summary = crate::import::run(&database.pool, kind, &dir, progress).await;
             database.close().await;
             println!("{}", serde_json::to_string_pretty(&summary?)?);
+            Ok(())
+        }
+        Command::Worker { db, options } => {
+            let database = Database::connect(&db).await?;
+            let outcome = tokio::select! {
+                r = crate::worker::run(&database.pool, &options) => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            };
+            database.close().await;
+            outcome
+        }
+        Command::Train {
+            db,
+            target,
+            train_size,
+            seed,
+            name,
+            config,
+            activate,
+            out,
+        } => {
+            let request = crate::worker::train::TrainRequest {
+                name,
+                target: parse_target(&target)?,
+                train_size,
+                seed,
+                config: serde_json::from_str(&config).context("--config is not JSON")?,
+                activate,
+            };
+            let settings = crate::worker::train::validate_train(&request)?;
+            let database = Database::connect(&db).await?;
+            let epochs = settings.ensemble
+                * (settings.contrastive.epochs + settings.epochs + settings.head_epochs);
+            let bar = indicatif::ProgressBar::new(epochs as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:40}] {pos}/{len} epochs {msg}",
+                )?
+                .progress_chars("=> "),
+            );
+            let progress: crate::worker::train::ProgressFn = {
+                let bar = bar.clone();
+                Box::new(move |r| {
+                    bar.inc(1);
+                    bar.set_message(format!(
+                        "member {} {:?} loss {:.4} val τ {}",
+                        r.member,
+                        r.stage,
+                        r.loss,
+                        r.validation_kendall
+                            .map_or("-".into(), |t| format!("{t:.3}"))
+                    ));
+                    true
+                })
+            };
+            let id = crate::worker::train::train(&database.pool, &request, None, progress).await;
+            bar.finish_and_clear();
+            let id = id?;
+            let info = crate::db::predictors::get(&database.pool, id).await?;
+            if let Some(path) = out {
+                let bytes = crate::db::predictors::artifact(&database.pool, id)
+                    .await?
+                    .context("predictor vanished")?;
+                std::fs::write(&path, bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            database.close().await;
+            println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(())
         }
         Command::Openapi => {
@@ -162,6 +267,24 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `benchmark/dataset/metric[/epoch[/split]]`.
+fn parse_target(s: &str) -> Result<crate::db::predictors::Target> {
+    let parts: Vec<&str> = s.split('/').collect();
+    if !(3..=5).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
+        anyhow::bail!("target must be benchmark/dataset/metric[/epoch[/split]], got {s}");
+    }
+    Ok(crate::db::predictors::Target {
+        benchmark: parts[0].into(),
+        dataset: parts[1].into(),
+        metric: parts[2].into(),
+        epoch: parts
+            .get(3)
+            .map(|e| e.parse().context("epoch must be an integer"))
+            .transpose()?,
+        split: parts.get(4).map(|s| s.to_string()),
+    })
 }
 
 /// Search spaces `archdb generate` writes.

@@ -4,6 +4,8 @@
 pub mod architectures;
 pub mod calibration;
 pub mod embedded;
+pub mod jobs;
+pub mod predictors;
 pub mod results;
 
 use std::path::PathBuf;

@@ -33,6 +33,9 @@ pub enum Error {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// The request is fine but the server cannot answer it yet (e.g. no active predictor).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("invalid ONNX: {0}")]
     Onnx(#[from] OnnxError),
     /// A request the framework could not extract (bad query string, body too large, …).
@@ -54,6 +57,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Onnx(OnnxError::TooManyNodes { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Onnx(OnnxError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Onnx(_) => StatusCode::BAD_REQUEST,
@@ -68,6 +72,7 @@ impl Error {
             Error::Unauthorized => "unauthorized",
             Error::NotFound(_) => "not-found",
             Error::PayloadTooLarge(_) => "payload-too-large",
+            Error::Unavailable(_) => "unavailable",
             Error::Database(_) | Error::Internal(_) => "internal",
             _ => "bad-request",
         }

@@ -8,6 +8,8 @@ pub mod benchmarks;
 pub mod calibration;
 pub mod error;
 mod health;
+pub mod predictions;
+pub mod predictors;
 pub mod results;
 pub mod stats;
 pub mod svg;
@@ -30,6 +32,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::predict::registry::Registry;
 use error::Error;
 
 /// HTTP server settings.
@@ -73,6 +76,24 @@ impl Default for ServeConfig {
 pub struct ApiContext {
     pub pool: PgPool,
     pub config: Arc<ServeConfig>,
+    /// The active accuracy predictors (swapped when another is activated).
+    pub predictors: Arc<Registry>,
+}
+
+impl ApiContext {
+    /// A context over `pool` with the active predictors loaded, kept current by a LISTEN task.
+    pub async fn new(pool: PgPool, config: ServeConfig) -> Self {
+        let predictors = Arc::new(Registry::default());
+        if let Err(e) = predictors.reload(&pool).await {
+            tracing::error!("loading the active predictors failed: {e:#}");
+        }
+        predictors.watch(pool.clone());
+        Self {
+            pool,
+            config: Arc::new(config),
+            predictors,
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -86,6 +107,7 @@ pub struct ApiContext {
         (name = "calibration", description = "Calibration metrics: compute, store, list, analyse"),
         (name = "benchmarks", description = "Benchmark holdings and NAS-Bench-201 cells"),
         (name = "stats", description = "Result distributions and Pareto fronts"),
+        (name = "predictions", description = "Accuracy prediction, predictors, training jobs"),
         (name = "health", description = "Probes")),
     modifiers(&BearerAuth)
 )]
@@ -114,6 +136,8 @@ fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .merge(benchmarks::router())
         .merge(stats::router())
         .merge(results::router())
+        .merge(predictions::router())
+        .merge(predictors::router())
         .split_for_parts()
 }
 

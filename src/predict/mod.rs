@@ -23,6 +23,7 @@ pub mod fcm;
 pub mod features;
 pub mod model;
 pub mod nn;
+pub mod registry;
 pub mod spectral;
 pub mod train;
 
@@ -49,6 +50,8 @@ pub enum PredictError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("training cancelled")]
+    Cancelled,
 }
 
 #[cfg(test)]
@@ -158,8 +161,12 @@ mod tests {
         let config = tiny_config(3);
         let data = samples(&config);
         let mut reports = Vec::new();
-        let first = train(&data, &config, &mut |r| reports.push(r)).unwrap();
-        let second = train(&data, &config, &mut |_| {}).unwrap();
+        let first = train(&data, &config, &mut |r| {
+            reports.push(r);
+            true
+        })
+        .unwrap();
+        let second = train(&data, &config, &mut |_| true).unwrap();
         let (a, b) = (predict_all(&first), predict_all(&second));
         assert_eq!(a, b, "same seed, same predictions bit for bit");
         assert!(a.iter().all(|p| p.accuracy.is_finite() && p.std > 0.0));
@@ -175,7 +182,7 @@ mod tests {
                 .all(|r| r.validation_kendall.is_some())
         );
 
-        let other = train(&data, &tiny_config(4), &mut |_| {}).unwrap();
+        let other = train(&data, &tiny_config(4), &mut |_| true).unwrap();
         assert_ne!(predict_all(&other), a, "another seed, another model");
 
         let bytes = first.to_bytes().unwrap();
@@ -188,7 +195,7 @@ mod tests {
     #[test]
     fn unusual_graphs_score_out_of_distribution() {
         let config = tiny_config(1);
-        let predictor = train(&samples(&config), &config, &mut |_| {}).unwrap();
+        let predictor = train(&samples(&config), &config, &mut |_| true).unwrap();
         let typical = predict_all(&predictor);
         let mut nodes = vec![node("Input", 3, false)];
         for i in 0..30 {
@@ -218,7 +225,7 @@ mod tests {
     #[test]
     fn finetuning_fits_the_new_samples() {
         let config = tiny_config(2);
-        let mut predictor = train(&samples(&config), &config, &mut |_| {}).unwrap();
+        let mut predictor = train(&samples(&config), &config, &mut |_| true).unwrap();
         // A "new family": the same graphs, 20 points less accurate.
         let shifted: Vec<TrainSample> = family()
             .iter()

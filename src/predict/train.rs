@@ -132,11 +132,12 @@ pub struct EpochReport {
     pub seconds: f64,
 }
 
-/// Trains a predictor on `samples` (at least two labelled).
+/// Trains a predictor on `samples` (at least two labelled). `progress` hears every epoch and
+/// stops the training (with [`PredictError::Cancelled`]) by returning false.
 pub fn train(
     samples: &[TrainSample],
     config: &TrainConfig,
-    progress: &mut dyn FnMut(EpochReport),
+    progress: &mut dyn FnMut(EpochReport) -> bool,
 ) -> Result<Predictor> {
     let labelled: Vec<usize> = (0..samples.len())
         .filter(|&i| samples[i].accuracy.is_some())
@@ -296,7 +297,7 @@ impl Context<'_> {
         seed: u64,
         train_idx: &[usize],
         val_idx: &[usize],
-        progress: &mut dyn FnMut(EpochReport),
+        progress: &mut dyn FnMut(EpochReport) -> bool,
     ) -> Result<(Member, Option<f64>)> {
         let config = self.config;
         let mut rng = StdRng::seed_from_u64(seed);
@@ -403,7 +404,7 @@ impl Context<'_> {
         encoder: &Encoder,
         encoder_vars: &BTreeMap<String, Var>,
         rng: &mut StdRng,
-        progress: &mut dyn FnMut(EpochReport),
+        progress: &mut dyn FnMut(EpochReport) -> bool,
     ) -> Result<()> {
         let c = &self.config.contrastive;
         let projection = {
@@ -461,14 +462,16 @@ impl Context<'_> {
                 total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
                 count += chunk.len();
             }
-            progress(EpochReport {
+            if !progress(EpochReport {
                 member,
                 stage: Stage::Pretrain,
                 epoch,
                 loss: total / count.max(1) as f64,
                 validation_kendall: None,
                 seconds: started.elapsed().as_secs_f64(),
-            });
+            }) {
+                return Err(PredictError::Cancelled);
+            }
         }
         Ok(())
     }
@@ -485,7 +488,7 @@ impl Context<'_> {
         val_idx: &[usize],
         val_batch: Option<&Batch>,
         rng: &mut StdRng,
-        progress: &mut dyn FnMut(EpochReport),
+        progress: &mut dyn FnMut(EpochReport) -> bool,
     ) -> Result<Option<f64>> {
         let config = self.config;
         let mut optimizer = AdamW::new(
@@ -523,14 +526,16 @@ impl Context<'_> {
                 None => None,
             };
             keep_best(&mut best, tau, vars)?;
-            progress(EpochReport {
+            if !progress(EpochReport {
                 member,
                 stage: Stage::Regression,
                 epoch,
                 loss: total / count.max(1) as f64,
                 validation_kendall: tau,
                 seconds: started.elapsed().as_secs_f64(),
-            });
+            }) {
+                return Err(PredictError::Cancelled);
+            }
         }
         restore_best(best, vars)
     }
@@ -547,7 +552,7 @@ impl Context<'_> {
         train_idx: &[usize],
         val_idx: &[usize],
         rng: &mut StdRng,
-        progress: &mut dyn FnMut(EpochReport),
+        progress: &mut dyn FnMut(EpochReport) -> bool,
     ) -> Result<Option<f64>> {
         let config = self.config;
         let frozen = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
@@ -595,14 +600,16 @@ impl Context<'_> {
                 None => None,
             };
             keep_best(&mut best, tau, vars)?;
-            progress(EpochReport {
+            if !progress(EpochReport {
                 member,
                 stage: Stage::Heads,
                 epoch,
                 loss: total / count.max(1) as f64,
                 validation_kendall: tau,
                 seconds: started.elapsed().as_secs_f64(),
-            });
+            }) {
+                return Err(PredictError::Cancelled);
+            }
         }
         restore_best(best, vars)
     }

@@ -11,5 +11,6 @@ mod importers;
 mod invalid_input;
 mod models;
 mod openapi;
+mod predictions;
 mod results;
 mod zoo;

@@ -1,0 +1,167 @@
+//! `/v1/predictors` and `/v1/jobs`: the registry of trained predictors (with their held-out
+//! evaluation), training and fine-tuning as queued jobs for `archdb worker`, and activation
+//! (serving processes switch to the newly active predictor without dropping requests).
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::ApiContext;
+use super::error::{Error, Problem, Result};
+use crate::db::jobs::{self, Job};
+use crate::db::predictors::{self as store, PredictorInfo};
+use crate::worker::train::{FinetuneRequest, TrainRequest, validate_finetune, validate_train};
+
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(list_predictors, create_predictor))
+        .routes(routes!(get_predictor))
+        .routes(routes!(activate_predictor))
+        .routes(routes!(finetune_predictor))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct PredictorList {
+    predictors: Vec<PredictorInfo>,
+}
+
+/// Every registered predictor with its held-out evaluation (Kendall τ-b, Spearman, MAE, split,
+/// seed, train size, device, training time).
+#[utoipa::path(get, path = "/v1/predictors", tag = "predictions",
+    responses((status = 200, body = PredictorList)))]
+async fn list_predictors(State(ctx): State<ApiContext>) -> Result<Json<PredictorList>> {
+    Ok(Json(PredictorList {
+        predictors: store::list(&ctx.pool).await?,
+    }))
+}
+
+/// A queued job.
+#[derive(Debug, Serialize, ToSchema)]
+struct Queued {
+    job_id: i64,
+    /// Where to follow it.
+    job: String,
+}
+
+fn queued(id: i64) -> Response {
+    let location = format!("/v1/jobs/{id}");
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location.clone())],
+        Json(Queued {
+            job_id: id,
+            job: location,
+        }),
+    )
+        .into_response()
+}
+
+/// Queues the training of a predictor for `archdb worker`; answers 202 with the job.
+#[utoipa::path(post, path = "/v1/predictors", tag = "predictions",
+    request_body = TrainRequest,
+    responses(
+        (status = 202, body = Queued),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid settings", body = Problem, content_type = "application/problem+json")))]
+async fn create_predictor(
+    State(ctx): State<ApiContext>,
+    body: Result<Json<TrainRequest>, JsonRejection>,
+) -> Result<Response> {
+    let Json(request) = body?;
+    validate_train(&request).map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
+    let params = serde_json::to_value(&request).map_err(|e| Error::Internal(e.into()))?;
+    Ok(queued(jobs::enqueue(&ctx.pool, "train", &params).await?))
+}
+
+async fn find(ctx: &ApiContext, id: Result<Path<i64>, PathRejection>) -> Result<PredictorInfo> {
+    let Path(id) = id?;
+    store::get(&ctx.pool, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no predictor with id {id}")))
+}
+
+/// One predictor.
+#[utoipa::path(get, path = "/v1/predictors/{id}", tag = "predictions", params(("id" = i64, Path)),
+    responses((status = 200, body = PredictorInfo), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_predictor(
+    State(ctx): State<ApiContext>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<PredictorInfo>> {
+    Ok(Json(find(&ctx, id).await?))
+}
+
+/// Makes a predictor the active one of its target. Serving processes load it and switch over
+/// (in-flight requests finish on the previous one). Answers with the predictor.
+#[utoipa::path(post, path = "/v1/predictors/{id}/activate", tag = "predictions", params(("id" = i64, Path)),
+    responses((status = 200, body = PredictorInfo), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn activate_predictor(
+    State(ctx): State<ApiContext>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<PredictorInfo>> {
+    let info = find(&ctx, id).await?;
+    store::activate(&ctx.pool, info.id).await?;
+    // This process switches before answering (others on the NOTIFY).
+    ctx.predictors
+        .reload(&ctx.pool)
+        .await
+        .map_err(Error::Internal)?;
+    Ok(Json(find(&ctx, Ok(Path(info.id))).await?))
+}
+
+/// Queues a few-shot fine-tune of a predictor to a new target from `samples` of its measured
+/// architectures (GENNAPE: 50); the result is a new predictor. Answers 202 with the job.
+#[utoipa::path(post, path = "/v1/predictors/{id}/finetune", tag = "predictions", params(("id" = i64, Path)),
+    request_body = FinetuneRequest,
+    responses(
+        (status = 202, body = Queued),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+async fn finetune_predictor(
+    State(ctx): State<ApiContext>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Json<FinetuneRequest>, JsonRejection>,
+) -> Result<Response> {
+    let info = find(&ctx, id).await?;
+    let Json(mut request) = body?;
+    request.predictor_id = info.id;
+    validate_finetune(&request).map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
+    let params = serde_json::to_value(&request).map_err(|e| Error::Internal(e.into()))?;
+    Ok(queued(jobs::enqueue(&ctx.pool, "finetune", &params).await?))
+}
+
+/// A training or fine-tuning job: state, attempts, progress (stage, member, epoch, loss,
+/// validation τ), error, and the predictor it produced.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "predictions", params(("id" = i64, Path)),
+    responses((status = 200, body = Job), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_job(
+    State(ctx): State<ApiContext>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Job>> {
+    let Path(id) = id?;
+    jobs::get(&ctx.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("no job with id {id}")))
+}
+
+/// Cancels a queued job, or asks the worker running it to stop (it ends `cancelled` at its
+/// next epoch). Answers with the job.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "predictions", params(("id" = i64, Path)),
+    responses((status = 200, body = Job), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn cancel_job(
+    State(ctx): State<ApiContext>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Job>> {
+    let Path(id) = id?;
+    jobs::cancel(&ctx.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("no job with id {id}")))
+}

@@ -1,0 +1,243 @@
+//! What a serving process holds: the active predictor of every target, loaded from the database
+//! with its index of measured architectures, and swapped atomically when another predictor is
+//! activated (PostgreSQL NOTIFY on [`CHANNEL`]). A request takes one snapshot and uses it to the
+//! end, so a swap never fails or mixes predictors within a request.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+use super::{Backend, Predictor};
+use crate::db::predictors::{self, CHANNEL, IndexRow, Target};
+
+/// A loaded predictor and its index.
+pub struct Loaded {
+    pub id: i64,
+    pub target: Target,
+    pub predictor: Predictor,
+    pub index: NearestIndex,
+}
+
+impl Loaded {
+    /// Loads predictor `id` (artifact and index) from the database.
+    pub async fn load(pool: &PgPool, id: i64, target: Target) -> anyhow::Result<Self> {
+        let bytes = predictors::artifact(pool, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("predictor {id} does not exist"))?;
+        let predictor =
+            tokio::task::spawn_blocking(move || Predictor::from_bytes(&bytes, Backend::Cpu))
+                .await??;
+        let index = NearestIndex::new(predictors::index(pool, id).await?);
+        Ok(Self {
+            id,
+            target,
+            predictor,
+            index,
+        })
+    }
+}
+
+/// A measured architecture near a query, by encoder embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Neighbour {
+    pub architecture_id: i64,
+    /// Its measured value of the predictor's target.
+    pub measured_accuracy: f64,
+    /// Euclidean distance between the embeddings.
+    pub distance: f64,
+}
+
+/// Embeddings and cached predictions of the measured architectures of a predictor's target.
+pub struct NearestIndex {
+    rows: Vec<IndexRow>,
+    by_id: HashMap<i64, usize>,
+    /// Row-major embeddings, `rows × dim`.
+    embeddings: Vec<f32>,
+    dim: usize,
+}
+
+impl NearestIndex {
+    pub fn new(rows: Vec<IndexRow>) -> Self {
+        let dim = rows.first().map_or(0, |r| r.embedding.len());
+        let embeddings = rows
+            .iter()
+            .flat_map(|r| r.embedding.iter().copied())
+            .collect();
+        let by_id = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.architecture_id, i))
+            .collect();
+        Self {
+            rows,
+            by_id,
+            embeddings,
+            dim,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The cached row of a measured architecture.
+    pub fn get(&self, architecture_id: i64) -> Option<&IndexRow> {
+        self.by_id.get(&architecture_id).map(|&i| &self.rows[i])
+    }
+
+    /// The `k` nearest measured architectures to `embedding` (ties by id), leaving out `skip`.
+    pub fn nearest(&self, embedding: &[f32], k: usize, skip: Option<i64>) -> Vec<Neighbour> {
+        if k == 0 || embedding.len() != self.dim || self.dim == 0 {
+            return Vec::new();
+        }
+        // Max-heap of the best k by (squared distance, id).
+        let mut heap: BinaryHeap<(OrdF32, i64)> = BinaryHeap::with_capacity(k + 1);
+        for (row, stored) in self.rows.iter().zip(self.embeddings.chunks_exact(self.dim)) {
+            if Some(row.architecture_id) == skip {
+                continue;
+            }
+            let d: f32 = stored
+                .iter()
+                .zip(embedding)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
+            let item = (OrdF32(d), row.architecture_id);
+            if heap.len() < k {
+                heap.push(item);
+            } else if item < *heap.peek().expect("k > 0") {
+                heap.pop();
+                heap.push(item);
+            }
+        }
+        heap.into_sorted_vec()
+            .into_iter()
+            .map(|(d, id)| Neighbour {
+                architecture_id: id,
+                measured_accuracy: self.rows[self.by_id[&id]].measured,
+                distance: (d.0 as f64).sqrt(),
+            })
+            .collect()
+    }
+}
+
+/// `f32` ordered by `total_cmp` (distances are never NaN for finite embeddings).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+
+impl Eq for OrdF32 {}
+
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// The active predictors of a serving process, by target.
+#[derive(Default)]
+pub struct Registry {
+    active: RwLock<Arc<Vec<Arc<Loaded>>>>,
+}
+
+impl Registry {
+    /// The active predictors now (oldest id first); unaffected by later swaps.
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Loaded>>> {
+        self.active.read().expect("registry lock").clone()
+    }
+
+    /// Loads the active predictors the database names, reusing those already loaded, and swaps
+    /// them in at once.
+    pub async fn reload(&self, pool: &PgPool) -> anyhow::Result<()> {
+        let current = self.snapshot();
+        let mut next = Vec::new();
+        for (id, target) in predictors::active(pool).await? {
+            match current.iter().find(|l| l.id == id) {
+                Some(loaded) => next.push(loaded.clone()),
+                None => next.push(Arc::new(Loaded::load(pool, id, target).await?)),
+            }
+        }
+        let ids: Vec<i64> = next.iter().map(|l| l.id).collect();
+        *self.active.write().expect("registry lock") = Arc::new(next);
+        tracing::info!(?ids, "active predictors loaded");
+        Ok(())
+    }
+
+    /// Reloads whenever a predictor is activated, for as long as the process runs: LISTEN on
+    /// [`CHANNEL`], reconnecting (and reloading, in case a NOTIFY was missed) after errors.
+    pub fn watch(self: &Arc<Self>, pool: PgPool) -> tokio::task::JoinHandle<()> {
+        let registry = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = registry.listen(&pool).await {
+                    tracing::warn!("predictor listener: {e:#}; reconnecting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        })
+    }
+
+    async fn listen(&self, pool: &PgPool) -> anyhow::Result<()> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(CHANNEL).await?;
+        // Anything activated before LISTEN took effect.
+        self.reload(pool).await?;
+        loop {
+            listener.recv().await?;
+            self.reload(pool).await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, embedding: Vec<f32>) -> IndexRow {
+        IndexRow {
+            architecture_id: id,
+            measured: id as f64,
+            accuracy: 0.0,
+            std: 0.0,
+            ood_score: 0.0,
+            membership_entropy: 0.0,
+            embedding,
+        }
+    }
+
+    #[test]
+    fn nearest_by_euclidean_distance() {
+        let index = NearestIndex::new(vec![
+            row(1, vec![0.0, 0.0]),
+            row(2, vec![3.0, 4.0]),
+            row(3, vec![1.0, 0.0]),
+            row(4, vec![-1.0, 0.0]),
+        ]);
+        let near = index.nearest(&[0.9, 0.0], 3, None);
+        let ids: Vec<i64> = near.iter().map(|n| n.architecture_id).collect();
+        assert_eq!(ids, [3, 1, 4]);
+        assert!((near[0].distance - 0.1).abs() < 1e-6);
+        assert_eq!(near[1].measured_accuracy, 1.0);
+        // Skipping the query's own architecture; k larger than the index.
+        let ids: Vec<i64> = index
+            .nearest(&[0.0, 0.0], 10, Some(1))
+            .iter()
+            .map(|n| n.architecture_id)
+            .collect();
+        assert_eq!(ids, [3, 4, 2]);
+        assert!(index.nearest(&[0.0], 2, None).is_empty(), "wrong width");
+        assert_eq!(index.get(2).unwrap().embedding, [3.0, 4.0]);
+    }
+}

@@ -1,0 +1,564 @@
+//! Training, fine-tuning and registering predictors against the database: read a target's
+//! measured architectures, split them by seed, train (or fine-tune), evaluate on every held-out
+//! architecture, and store the artifact, its evaluation and its index in one transaction.
+//! `archdb worker` runs these for queued jobs, `archdb train` in the foreground, and the first
+//! `archdb serve` registers the bundled predictor with [`register_artifact`].
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+use crate::db::predictors::{self, IndexRow, Measured, NewPredictor, Target};
+use crate::db::{architectures::StoredGraph, jobs};
+use crate::predict::{
+    Backend, CgGraphRef, EpochReport, FinetuneConfig, PredictError, Predictor, PreparedGraph,
+    TrainConfig, TrainSample,
+};
+use crate::stats::Scores;
+
+/// What to train (the body of `POST /v1/predictors`, the params of a `train` job).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    /// Name of the predictor (default: from the target and train size).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub target: Target,
+    /// Measured architectures to train on, drawn at random with `seed`; all others are the
+    /// held-out test set. Default: 10 % of the target's measured architectures.
+    #[serde(default)]
+    #[schema(minimum = 2)]
+    pub train_size: Option<usize>,
+    #[serde(default)]
+    pub seed: u64,
+    /// Overrides of the training settings (`TrainConfig` fields, e.g. `{"epochs": 50,
+    /// "ensemble": 1, "contrastive": {"epochs": 0}}`); unknown fields are an error.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    /// Activate the predictor when it is registered.
+    #[serde(default)]
+    pub activate: bool,
+}
+
+/// Few-shot adaptation to a new target (the body of `POST /v1/predictors/{id}/finetune`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneRequest {
+    /// The predictor to start from (set from the path by the API).
+    #[serde(default)]
+    pub predictor_id: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The new family's figure; its measured architectures not drawn are the test set.
+    pub target: Target,
+    /// Measured architectures to adapt on (GENNAPE: 50).
+    #[serde(default = "default_shots")]
+    #[schema(minimum = 2)]
+    pub samples: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Overrides of `FinetuneConfig` (epochs, learning_rate, tune_readout, recalibrate, …).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub activate: bool,
+}
+
+fn default_shots() -> usize {
+    50
+}
+
+/// The job a run belongs to, so that registering it also completes the job (only if this
+/// worker still holds it).
+#[derive(Debug, Clone)]
+pub struct JobRef {
+    pub id: i64,
+    pub worker: String,
+}
+
+/// Hears every training epoch; returning false stops the run.
+pub type ProgressFn = Box<dyn FnMut(&EpochReport) -> bool + Send>;
+
+/// Applies JSON overrides to a settings struct through its JSON form (objects merge field by
+/// field); an unknown field or a wrong type is an error.
+pub fn with_overrides<T: Serialize + serde::de::DeserializeOwned>(
+    base: &T,
+    overrides: &serde_json::Value,
+) -> Result<T> {
+    fn merge(into: &mut serde_json::Value, from: &serde_json::Value, path: &str) -> Result<()> {
+        match from {
+            serde_json::Value::Null => Ok(()),
+            serde_json::Value::Object(fields) => {
+                let Some(target) = into.as_object_mut() else {
+                    bail!("setting {path} is not an object");
+                };
+                for (key, value) in fields {
+                    let here = format!("{path}.{key}");
+                    let slot = target
+                        .get_mut(key)
+                        .with_context(|| format!("unknown setting {}", &here[1..]))?;
+                    if value.is_object() && slot.is_object() {
+                        merge(slot, value, &here)?;
+                    } else {
+                        *slot = value.clone();
+                    }
+                }
+                Ok(())
+            }
+            _ => bail!("settings must be a JSON object"),
+        }
+    }
+    let mut json = serde_json::to_value(base)?;
+    merge(&mut json, overrides, "")?;
+    serde_json::from_value(json).context("invalid settings")
+}
+
+/// The best device this build can train on: the first CUDA GPU when built with `cuda` and one
+/// is present, else the CPU.
+pub fn best_backend() -> Backend {
+    if Backend::Cuda(0).device().is_ok() {
+        Backend::Cuda(0)
+    } else {
+        Backend::Cpu
+    }
+}
+
+/// Checks a train request before it is queued (so the API can answer 422 at once).
+pub fn validate_train(request: &TrainRequest) -> Result<TrainConfig> {
+    if request.train_size.is_some_and(|n| n < 2) {
+        bail!("train_size must be at least 2");
+    }
+    with_overrides(&TrainConfig::default(), &request.config)
+}
+
+/// Checks a fine-tune request before it is queued.
+pub fn validate_finetune(request: &FinetuneRequest) -> Result<FinetuneConfig> {
+    if request.samples < 2 {
+        bail!("samples must be at least 2");
+    }
+    with_overrides(&FinetuneConfig::default(), &request.config)
+}
+
+/// Measured architectures of a target with their featurised graphs.
+struct Population {
+    measured: Vec<Measured>,
+    graphs: Vec<Arc<PreparedGraph>>,
+}
+
+impl Population {
+    async fn load(
+        pool: &PgPool,
+        target: &Target,
+        prepare: impl Fn(CgGraphRef<'_>) -> Result<PreparedGraph, PredictError> + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let measured = predictors::measured(pool, target).await?;
+        let mut stored: HashMap<i64, StoredGraph> = HashMap::new();
+        let ids: Vec<i64> = measured.iter().map(|m| m.architecture_id).collect();
+        for chunk in ids.chunks(2_000) {
+            stored.extend(predictors::graphs(pool, chunk).await?);
+        }
+        let measured: Vec<Measured> = measured
+            .into_iter()
+            .filter(|m| stored.contains_key(&m.architecture_id))
+            .collect();
+        let order: Vec<i64> = measured.iter().map(|m| m.architecture_id).collect();
+        let graphs =
+            tokio::task::spawn_blocking(move || prepare_all(&order, &stored, &prepare)).await??;
+        Ok(Self { measured, graphs })
+    }
+
+    fn split(&self, train_size: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+        let mut order: Vec<usize> = (0..self.measured.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+        let test = order.split_off(train_size.min(order.len()));
+        (order, test)
+    }
+
+    fn sample(&self, i: usize, labelled: bool) -> TrainSample {
+        TrainSample {
+            graph: self.graphs[i].clone(),
+            accuracy: labelled.then_some(self.measured[i].value),
+        }
+    }
+}
+
+/// Featurises graphs on every core.
+fn prepare_all(
+    ids: &[i64],
+    stored: &HashMap<i64, StoredGraph>,
+    prepare: &(dyn Fn(CgGraphRef<'_>) -> Result<PreparedGraph, PredictError> + Sync),
+) -> Result<Vec<Arc<PreparedGraph>>> {
+    let threads = crate::predict::model::default_threads();
+    let per_thread = ids.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .chunks(per_thread)
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|id| {
+                            let g = &stored[id];
+                            let graph = CgGraphRef {
+                                nodes: &g.nodes,
+                                edges: &g.edges,
+                            };
+                            prepare(graph)
+                                .map(Arc::new)
+                                .with_context(|| format!("architecture {id}"))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for h in handles {
+            out.extend(h.join().expect("featurising thread panicked")?);
+        }
+        Ok(out)
+    })
+}
+
+/// Predictions of a predictor for a whole population: its index rows (in population order).
+fn index_rows(predictor: &Predictor, population: &Population) -> Result<Vec<IndexRow>> {
+    let graphs: Vec<&PreparedGraph> = population.graphs.iter().map(|g| &**g).collect();
+    let predictions = predictor.predict_prepared(&graphs)?;
+    Ok(population
+        .measured
+        .iter()
+        .zip(predictions)
+        .map(|(m, p)| IndexRow {
+            architecture_id: m.architecture_id,
+            measured: m.value,
+            accuracy: p.accuracy,
+            std: p.std,
+            ood_score: p.ood_score,
+            membership_entropy: p.membership_entropy,
+            embedding: p.embedding,
+        })
+        .collect())
+}
+
+/// Scores of the index rows at `test` positions.
+fn scores(rows: &[IndexRow], test: &[usize]) -> Scores {
+    let predicted: Vec<f64> = test.iter().map(|&i| rows[i].accuracy).collect();
+    let truth: Vec<f64> = test.iter().map(|&i| rows[i].measured).collect();
+    Scores::compute(&predicted, &truth)
+}
+
+/// Stores a trained predictor with its index; completes `job` in the same transaction and
+/// activates it if asked (or if its target has no active predictor yet). Returns its id.
+async fn register(
+    pool: &PgPool,
+    new: NewPredictor<'_>,
+    index: &[IndexRow],
+    job: Option<&JobRef>,
+    activate: bool,
+) -> Result<i64> {
+    let mut tx = pool.begin().await?;
+    let id = predictors::insert(&mut tx, &new, index).await?;
+    if let Some(job) = job
+        && !jobs::succeed(&mut tx, job.id, &job.worker, id).await?
+    {
+        bail!(
+            "job {} is no longer held by {}; result discarded",
+            job.id,
+            job.worker
+        );
+    }
+    tx.commit().await?;
+    let none_active = !predictors::active(pool)
+        .await?
+        .iter()
+        .any(|(_, t)| t == new.target);
+    if activate || none_active {
+        predictors::activate(pool, id).await?;
+    }
+    Ok(id)
+}
+
+/// Runs a blocking closure off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// Trains, evaluates and registers a predictor. Returns its id.
+pub async fn train(
+    pool: &PgPool,
+    request: &TrainRequest,
+    job: Option<&JobRef>,
+    mut progress: ProgressFn,
+) -> Result<i64> {
+    let mut config = validate_train(request)?;
+    config.seed = request.seed;
+    if request.config.get("backend").is_none() {
+        config.backend = best_backend();
+    }
+    let prepare_config = config.clone();
+    let population =
+        Population::load(pool, &request.target, move |g| prepare_config.prepare(g)).await?;
+    let n = population.measured.len();
+    if n < 4 {
+        bail!(
+            "target {:?} has {n} measured architectures with graphs; at least 4 are needed",
+            request.target
+        );
+    }
+    let train_size = request.train_size.unwrap_or((n / 10).max(2)).min(n - 1);
+    let (train_idx, test_idx) = population.split(train_size, request.seed);
+    let samples: Vec<TrainSample> = train_idx
+        .iter()
+        .map(|&i| population.sample(i, true))
+        .collect();
+
+    let started = Instant::now();
+    let population = Arc::new(population);
+    let (predictor, rows) = {
+        let population = population.clone();
+        let config = config.clone();
+        blocking(move || {
+            let mut predictor = crate::predict::train(&samples, &config, &mut |r| progress(&r))?;
+            // Rows are predicted after training; their timing is not training time.
+            predictor.threads = crate::predict::model::default_threads();
+            let rows = index_rows(&predictor, &population)?;
+            Ok((predictor, rows))
+        })
+        .await?
+    };
+    let train_seconds = started.elapsed().as_secs_f64();
+    let scores = scores(&rows, &test_idx);
+    let evaluation = serde_json::json!({
+        "kendall_tau_b": scores.kendall_tau,
+        "spearman": scores.spearman,
+        "mae": scores.mae,
+        "split": {
+            "method": "random",
+            "train_size": train_idx.len(),
+            "test_size": test_idx.len(),
+            "test": "every other measured architecture of the target",
+        },
+        "seed": request.seed,
+        "device": format!("{:?}", config.backend).to_lowercase(),
+        "train_seconds": train_seconds,
+        "validation_kendall": predictor.config.provenance.get("validation_kendall"),
+    });
+    let name = request.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}-{}-n{}-s{}",
+            request.target.benchmark,
+            request.target.dataset,
+            request.target.metric,
+            train_idx.len(),
+            request.seed
+        )
+    });
+    save_registered(
+        pool,
+        predictor,
+        &name,
+        &request.target,
+        evaluation,
+        None,
+        &rows,
+        job,
+        request.activate,
+    )
+    .await
+}
+
+/// Writes target and evaluation into the artifact's provenance (so a file describes itself)
+/// and registers it.
+#[allow(clippy::too_many_arguments)]
+async fn save_registered(
+    pool: &PgPool,
+    mut predictor: Predictor,
+    name: &str,
+    target: &Target,
+    evaluation: serde_json::Value,
+    parent_id: Option<i64>,
+    rows: &[IndexRow],
+    job: Option<&JobRef>,
+    activate: bool,
+) -> Result<i64> {
+    let provenance = &mut predictor.config.provenance;
+    if !provenance.is_object() {
+        *provenance = serde_json::json!({});
+    }
+    provenance["name"] = name.into();
+    provenance["target"] = serde_json::to_value(target)?;
+    provenance["evaluation"] = evaluation.clone();
+    let artifact = predictor.to_bytes()?;
+    let new = NewPredictor {
+        name,
+        target,
+        artifact: &artifact,
+        config: serde_json::to_value(&predictor.config)?,
+        evaluation,
+        parent_id,
+        job_id: job.map(|j| j.id),
+    };
+    register(pool, new, rows, job, activate).await
+}
+
+/// Fine-tunes a registered predictor on `samples` measured architectures of a new target,
+/// evaluates it on the target's other measured architectures and registers the result.
+pub async fn finetune(
+    pool: &PgPool,
+    request: &FinetuneRequest,
+    job: Option<&JobRef>,
+) -> Result<i64> {
+    let mut config = validate_finetune(request)?;
+    config.seed = request.seed;
+    let bytes = predictors::artifact(pool, request.predictor_id)
+        .await?
+        .with_context(|| format!("predictor {} does not exist", request.predictor_id))?;
+    let parent = blocking(move || Ok(Predictor::from_bytes(&bytes, Backend::Cpu)?)).await?;
+    let (features, layers) = (parent.config.features.clone(), parent.config.encoder.layers);
+    let population = Population::load(pool, &request.target, move |g| {
+        PreparedGraph::new(g, &features, layers)
+    })
+    .await?;
+    let n = population.measured.len();
+    if n <= request.samples {
+        bail!(
+            "target {:?} has {n} measured architectures with graphs; more than {} are needed",
+            request.target,
+            request.samples
+        );
+    }
+    let (train_idx, test_idx) = population.split(request.samples, request.seed);
+    let started = Instant::now();
+    let population = Arc::new(population);
+    let (predictor, rows, zero_shot) = {
+        let population = population.clone();
+        let train_idx = train_idx.clone();
+        let test_idx = test_idx.clone();
+        blocking(move || {
+            let mut predictor = parent;
+            let before = index_rows(&predictor, &population)?;
+            let samples: Vec<TrainSample> = train_idx
+                .iter()
+                .map(|&i| population.sample(i, true))
+                .collect();
+            predictor.finetune(&samples, &config)?;
+            let rows = index_rows(&predictor, &population)?;
+            Ok((predictor, rows, scores(&before, &test_idx)))
+        })
+        .await?
+    };
+    let scores = scores(&rows, &test_idx);
+    let evaluation = serde_json::json!({
+        "kendall_tau_b": scores.kendall_tau,
+        "spearman": scores.spearman,
+        "mae": scores.mae,
+        "before_finetune": zero_shot,
+        "split": {
+            "method": "random",
+            "train_size": train_idx.len(),
+            "test_size": test_idx.len(),
+            "test": "every other measured architecture of the target",
+        },
+        "seed": request.seed,
+        "device": "cpu",
+        "train_seconds": started.elapsed().as_secs_f64(),
+        "finetuned_from": request.predictor_id,
+    });
+    let name = request.name.clone().unwrap_or_else(|| {
+        format!(
+            "finetune-{}-{}-{}-n{}",
+            request.predictor_id, request.target.benchmark, request.target.dataset, request.samples
+        )
+    });
+    save_registered(
+        pool,
+        predictor,
+        &name,
+        &request.target,
+        evaluation,
+        Some(request.predictor_id),
+        &rows,
+        job,
+        request.activate,
+    )
+    .await
+}
+
+/// Registers a predictor artifact file (target, name and evaluation from its provenance),
+/// indexing the target's measured architectures. Returns its id.
+pub async fn register_artifact(pool: &PgPool, path: &Path, activate: bool) -> Result<i64> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let predictor = blocking(move || Ok(Predictor::from_bytes(&bytes, Backend::Cpu)?)).await?;
+    let provenance = &predictor.config.provenance;
+    let target: Target = serde_json::from_value(provenance["target"].clone())
+        .context("the artifact's provenance names no target")?;
+    let name = provenance["name"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into()
+        });
+    let evaluation = provenance["evaluation"].clone();
+    let (features, layers) = (
+        predictor.config.features.clone(),
+        predictor.config.encoder.layers,
+    );
+    let population = Arc::new(
+        Population::load(pool, &target, move |g| {
+            PreparedGraph::new(g, &features, layers)
+        })
+        .await?,
+    );
+    let (predictor, rows) = {
+        let population = population.clone();
+        blocking(move || {
+            let rows = index_rows(&predictor, &population)?;
+            Ok((predictor, rows))
+        })
+        .await?
+    };
+    let evaluation = if evaluation.is_null() {
+        serde_json::json!({})
+    } else {
+        evaluation
+    };
+    // Re-serialised from the loaded model: the stored artifact is what this archdb reads.
+    save_registered(
+        pool, predictor, &name, &target, evaluation, None, &rows, None, activate,
+    )
+    .await
+}
+
+/// Registers every `*.safetensors` artifact in `dir` (the bundled predictors) when no predictor
+/// is registered yet. Returns the new ids.
+pub async fn register_bundled(pool: &PgPool, dir: &Path) -> Result<Vec<i64>> {
+    let any: bool = sqlx::query_scalar("select exists (select 1 from predictors)")
+        .fetch_one(pool)
+        .await?;
+    if any || !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    let mut ids = Vec::new();
+    for file in files {
+        ids.push(register_artifact(pool, &file, true).await?);
+    }
+    Ok(ids)
+}

@@ -1,0 +1,469 @@
+//! Accuracy prediction end to end on real NB201 cells: training as a queued job run by the
+//! worker, the registry and its evaluation, predictions for ONNX uploads / stored architectures /
+//! NB201 cells, similarity search, hot-swapping the active predictor under load, a job that
+//! survives a killed worker, cancellation, and malformed requests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archdb::import::{ImportKind, NoProgress, run};
+use archdb::worker::WorkerOptions;
+use prost::Message;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, fixture_path, spawn_app};
+
+/// Small settings: the test is about the plumbing; convergence is `predict`'s unit test and
+/// `training_on_real_cells_generalises` below.
+fn tiny() -> Value {
+    json!({"ensemble": 2, "epochs": 12, "head_epochs": 4, "clusters": 2,
+           "contrastive": {"epochs": 1}, "encoder": {"hidden": 16, "layers": 3, "embedding": 16}})
+}
+
+fn target() -> Value {
+    json!({"benchmark": "nb201", "dataset": "cifar10", "metric": "acc", "epoch": 200, "split": "test"})
+}
+
+async fn with_nb201() -> TestApp {
+    let app = spawn_app().await;
+    run(
+        &app.pool,
+        ImportKind::Nb201,
+        &fixture_path("nb201"),
+        Arc::new(NoProgress),
+    )
+    .await
+    .expect("nb201 import");
+    app
+}
+
+fn once() -> WorkerOptions {
+    WorkerOptions {
+        lease_secs: 30.0,
+        poll_secs: 0.1,
+        once: true,
+        name: Some("test-worker".into()),
+    }
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let resp = app
+        .client
+        .post(app.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Queues a training job, runs the worker until the queue is empty, returns the predictor id.
+async fn train(app: &TestApp, seed: u64) -> i64 {
+    let (status, queued) = post(
+        app,
+        "/v1/predictors",
+        json!({"target": target(), "train_size": 30, "seed": seed, "config": tiny()}),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    archdb::worker::run(&app.pool, &once())
+        .await
+        .expect("worker");
+    let (_, job) = app
+        .get_json(&format!("/v1/jobs/{}", queued["job_id"]))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    job["predictor_id"].as_i64().unwrap()
+}
+
+async fn predictions(app: &TestApp, body: Value) -> (u16, Value) {
+    post(app, "/v1/predictions", body).await
+}
+
+/// The NB201 network of a cell as ONNX bytes.
+fn nb201_onnx(arch: &str) -> Vec<u8> {
+    archdb::generate::nb201_model(arch, 10)
+        .unwrap()
+        .encode_to_vec()
+}
+
+#[tokio::test]
+async fn trains_registers_and_predicts() {
+    let app = with_nb201().await;
+    // Nothing to predict with yet.
+    let (status, body) = predictions(&app, json!({"nb201": [0]})).await;
+    assert_eq!(status, 503, "{body}");
+
+    let id = train(&app, 1).await;
+    let (_, list) = app.get_json("/v1/predictors").await;
+    let p = &list["predictors"][0];
+    assert_eq!(p["id"], id);
+    assert_eq!(
+        p["active"], true,
+        "the first predictor of a target is activated"
+    );
+    let e = &p["evaluation"];
+    assert_eq!(e["split"]["train_size"], 30);
+    // 43 cells → 35 distinct graphs here (isomorphic cells share one); 30 train, 5 test.
+    let measured: i64 =
+        sqlx::query_scalar("select count(*) from predictor_index where predictor_id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(e["split"]["test_size"].as_i64().unwrap(), measured - 30);
+    for key in ["kendall_tau_b", "spearman", "mae", "train_seconds"] {
+        assert!(e[key].as_f64().is_some_and(f64::is_finite), "{key}: {e}");
+    }
+    assert_eq!(e["device"], "cpu");
+    assert_eq!(e["seed"], 1);
+
+    // A raw ONNX upload of a cell that is not stored.
+    let arch = "|nor_conv_1x1~0|+|avg_pool_3x3~0|none~1|+|skip_connect~0|nor_conv_3x3~1|none~2|";
+    let bytes = nb201_onnx(arch);
+    let ingested = archdb::ingest::ingest(bytes.clone().into(), Default::default()).unwrap();
+    let resp = app
+        .client
+        .post(app.url("/v1/predictions?nearest=3"))
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let result = &body["results"][0];
+    assert_eq!(result["predictor_id"], id);
+    assert_eq!(result["target"], target());
+    let one = &result["predictions"][0];
+    let accuracy = one["accuracy"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&accuracy), "{one}");
+    assert!(
+        one["std"].as_f64().unwrap() > 0.0,
+        "two members disagree a little: {one}"
+    );
+    assert!(one["ood_score"].as_f64().unwrap() >= 0.0);
+    assert_eq!(one["params"], ingested.graph.summary.params);
+    assert_eq!(one["macs"], ingested.graph.summary.macs);
+    let nearest = one["nearest"].as_array().unwrap();
+    assert_eq!(nearest.len(), 3);
+    let distances: Vec<f64> = nearest
+        .iter()
+        .map(|n| n["distance"].as_f64().unwrap())
+        .collect();
+    assert!(distances.windows(2).all(|w| w[0] <= w[1]), "{distances:?}");
+
+    // Stored cells by index and arch string, and by id: answered from the index.
+    let (_, cell) = app.get_json("/v1/benchmarks/nb201/0").await;
+    let stored_id = cell["architecture_id"].as_i64().unwrap();
+    let (status, body) = predictions(
+        &app,
+        json!({"architecture_ids": [stored_id], "nb201": [0, cell["arch_str"]], "onnx_base64": [
+            base64_encode(&nb201_onnx(cell["arch_str"].as_str().unwrap()))]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let all = body["results"][0]["predictions"].as_array().unwrap();
+    assert_eq!(all.len(), 4);
+    for (i, p) in all.iter().enumerate() {
+        assert_eq!(p["input"], i);
+        assert_eq!(
+            p["architecture_id"], stored_id,
+            "an upload of a stored graph is recognised"
+        );
+        assert_eq!(p["accuracy"], all[0]["accuracy"]);
+        // Its own architecture is not its neighbour.
+        assert!(
+            p["nearest"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["architecture_id"] != stored_id)
+        );
+    }
+    let cached: f64 = sqlx::query_scalar(
+        "select accuracy from predictor_index where predictor_id = $1 and architecture_id = $2",
+    )
+    .bind(id)
+    .bind(stored_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(all[0]["accuracy"].as_f64().unwrap(), cached);
+
+    // Similar architectures by embedding.
+    let (status, similar) = app
+        .get_json(&format!("/v1/architectures/{stored_id}/similar?k=4"))
+        .await;
+    assert_eq!(status, 200, "{similar}");
+    let near = similar["similar"].as_array().unwrap();
+    assert_eq!(near.len(), 4);
+    assert!(
+        near.iter()
+            .all(|n| n["architecture_id"] != stored_id && n["measured_accuracy"].is_number())
+    );
+    let (status, _) = app.get_json("/v1/architectures/999999/similar").await;
+    assert_eq!(status, 404);
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn malformed_prediction_requests_get_problem_details() {
+    let app = with_nb201().await;
+    train(&app, 2).await;
+    let cases: Vec<(Value, u16)> = vec![
+        (json!({}), 422),
+        (json!({"nb201": [15625]}), 422),
+        (
+            json!({"nb201": ["|not_an_op~0|+|none~0|none~1|+|none~0|none~1|none~2|"]}),
+            422,
+        ),
+        (json!({"architecture_ids": [987654321]}), 404),
+        (json!({"onnx_base64": ["%%% not base64"]}), 400),
+        (json!({"onnx_base64": [base64_encode(b"not a model")]}), 400),
+        (json!({"architecture_ids": vec![1; 10_001]}), 422),
+        (json!({"nb201": [0], "surprise": true}), 422),
+        (
+            json!({"nb201": [0], "targets": [{"dataset": "imagenet"}]}),
+            503,
+        ),
+        (json!({"architecture_ids": "1"}), 422),
+    ];
+    for (body, expected) in cases {
+        let resp = app
+            .client
+            .post(app.url("/v1/predictions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert_eq!(status, expected, "{body}: {}", resp.text().await.unwrap());
+        assert_eq!(content_type, "application/problem+json");
+    }
+    for (body, content_type) in [
+        (b"garbage".to_vec(), "application/octet-stream"),
+        (b"{\"nb201\": [0".to_vec(), "application/json"),
+    ] {
+        let resp = app
+            .client
+            .post(app.url("/v1/predictions"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+    }
+    let (status, _) = predictions(&app, json!({"nb201": [0]})).await;
+    assert_eq!(status, 200, "the server still answers");
+    let resp = app
+        .client
+        .post(app.url("/v1/predictions?nearest=51"))
+        .json(&json!({"nb201": [0]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // Training and registry requests.
+    for (body, expected) in [
+        (
+            json!({"target": target(), "config": {"epochs": "many"}}),
+            422,
+        ),
+        (
+            json!({"target": target(), "config": {"no_such_setting": 1}}),
+            422,
+        ),
+        (json!({"target": target(), "train_size": 1}), 422),
+        (json!({"target": {"benchmark": "nb201"}}), 422),
+    ] {
+        let (status, problem) = post(&app, "/v1/predictors", body.clone()).await;
+        assert_eq!(status, expected, "{body}: {problem}");
+    }
+    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1, "rejected requests queue nothing");
+    assert_eq!(app.get_json("/v1/jobs/424242").await.0, 404);
+    assert_eq!(app.get_json("/v1/predictors/424242").await.0, 404);
+    assert_eq!(
+        post(&app, "/v1/predictors/424242/activate", json!({}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(post(&app, "/v1/jobs/424242/cancel", json!({})).await.0, 404);
+}
+
+#[tokio::test]
+async fn activation_hot_swaps_without_dropping_requests() {
+    let app = with_nb201().await;
+    let first = train(&app, 3).await;
+    let second = train(&app, 4).await;
+    assert_ne!(first, second);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (client, url, stop) = (app.client.clone(), app.url("/v1/predictions"), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let resp = client
+                    .post(&url)
+                    .json(&json!({"nb201": [1, 2, 3], "targets": [{"dataset": "cifar10"}]}))
+                    .send()
+                    .await
+                    .expect("no dropped connection");
+                assert_eq!(resp.status(), 200);
+                let body: Value = resp.json().await.unwrap();
+                seen.push(body["results"][0]["predictor_id"].as_i64().unwrap());
+            }
+            seen
+        }));
+    }
+    for id in [second, first, second] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (status, body) = post(&app, &format!("/v1/predictors/{id}/activate"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["active"], true);
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for c in clients {
+        seen.extend(c.await.expect("client task"));
+    }
+    assert!(seen.len() > 8, "{} requests", seen.len());
+    assert!(
+        seen.contains(&first) && seen.contains(&second),
+        "both predictors served"
+    );
+    assert_eq!(*seen.last().unwrap(), second);
+    let active: Vec<i64> = sqlx::query_scalar("select id from predictors where active")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(active, [second], "one active predictor per target");
+}
+
+/// A URL for child processes to reach the test database.
+fn database_url(app: &TestApp) -> String {
+    let o = app.pool.connect_options();
+    let db = o.get_database().unwrap();
+    match o.get_socket() {
+        Some(dir) => format!(
+            "postgres://{}@/{db}?host={}&port={}",
+            o.get_username(),
+            dir.display(),
+            o.get_port()
+        ),
+        None => format!(
+            "postgres://{}@{}:{}/{db}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port()
+        ),
+    }
+}
+
+async fn wait_for(app: &TestApp, job: i64, what: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let (_, body) = app.get_json(&format!("/v1/jobs/{job}")).await;
+        if what(&body) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "job {job}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn worker_process(url: &str, name: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_archdb"))
+        .args([
+            "worker",
+            "--lease-secs",
+            "1.5",
+            "--poll-secs",
+            "0.2",
+            "--name",
+            name,
+        ])
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("archdb worker")
+}
+
+#[tokio::test]
+async fn a_job_survives_a_killed_worker_and_can_be_cancelled() {
+    let app = with_nb201().await;
+    let url = database_url(&app);
+    let mut config = tiny();
+    config["epochs"] = json!(400);
+    let (_, queued) = post(
+        &app,
+        "/v1/predictors",
+        json!({"target": target(), "train_size": 30, "config": config}),
+    )
+    .await;
+    let job = queued["job_id"].as_i64().unwrap();
+
+    let mut doomed = worker_process(&url, "doomed");
+    wait_for(&app, job, |j| {
+        j["state"] == "running" && j["progress"]["stage"] == "Regression"
+    })
+    .await;
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    let mut second = worker_process(&url, "second");
+    let running = wait_for(&app, job, |j| j["worker"] == "second").await;
+    assert_eq!(running["state"], "running");
+    assert_eq!(
+        running["attempts"], 2,
+        "claimed again after the lease ran out"
+    );
+
+    // Cancelling the running job stops it at its next epoch.
+    let (status, _) = post(&app, &format!("/v1/jobs/{job}/cancel"), json!({})).await;
+    assert_eq!(status, 200);
+    let ended = wait_for(&app, job, |j| j["state"] != "running").await;
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+    assert!(ended["predictor_id"].is_null());
+
+    // The same worker then finishes a small job.
+    let (_, queued) = post(
+        &app,
+        "/v1/predictors",
+        json!({"target": target(), "train_size": 30, "config": tiny()}),
+    )
+    .await;
+    let done = wait_for(&app, queued["job_id"].as_i64().unwrap(), |j| {
+        j["state"] != "queued" && j["state"] != "running"
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["worker"], "second");
+    let predictors: i64 = sqlx::query_scalar("select count(*) from predictors")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(predictors, 1, "the cancelled job registered nothing");
+}
