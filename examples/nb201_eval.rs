@@ -125,20 +125,21 @@ fn parse_override(s: &str) -> Result<(String, serde_json::Value)> {
     Ok((path.to_string(), json))
 }
 
-/// Applies `--set` overrides through the config's JSON form (`epochs=200`,
-/// `contrastive.epochs=0`).
+/// Applies `--set` overrides (`epochs=200`, `contrastive.epochs=0`) with archdb's settings merge.
 fn with_overrides(
     config: TrainConfig,
     overrides: &[(String, serde_json::Value)],
 ) -> Result<TrainConfig> {
-    let mut json = serde_json::to_value(config)?;
+    let mut merged = config;
     for (path, value) in overrides {
-        let pointer = format!("/{}", path.replace('.', "/"));
-        *json
-            .pointer_mut(&pointer)
-            .with_context(|| format!("no setting {path}"))? = value.clone();
+        // `a.b=v` → {"a": {"b": v}}
+        let nested = path.rsplit('.').fold(
+            value.clone(),
+            |inner, key| serde_json::json!({ key: inner }),
+        );
+        merged = archdb::worker::train::with_overrides(&merged, &nested)?;
     }
-    Ok(serde_json::from_value(json)?)
+    Ok(merged)
 }
 
 /// `(arch_str, CIFAR-10 200-epoch test accuracy)` in official index order.
@@ -256,6 +257,7 @@ fn main() -> Result<()> {
                                 .map_or("-".into(), |t| format!("{t:.3}"))
                         );
                     }
+                    true
                 })?;
                 let train_seconds = t.elapsed().as_secs_f64();
                 let test: Vec<&PreparedGraph> = test_idx.iter().map(|&i| &*graphs[i]).collect();

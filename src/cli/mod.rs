@@ -91,6 +91,35 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Fine-tune a registered predictor to a new target from a few of its measured architectures
+    /// (as POST /v1/predictors/{id}/finetune), evaluate it on the others and register it.
+    Finetune {
+        #[command(flatten)]
+        db: DbConfig,
+        /// The predictor to start from.
+        #[arg(long)]
+        predictor: i64,
+        /// benchmark/dataset/metric[/epoch[/split]] of the new family.
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Fine-tuning setting overrides as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
+    /// Score a registered predictor on every measured architecture of a target (zero-shot
+    /// transfer when it was trained on another family). Prints JSON.
+    Evaluate {
+        #[command(flatten)]
+        db: DbConfig,
+        #[arg(long)]
+        predictor: i64,
+        #[arg(long)]
+        target: String,
+    },
     /// Print the OpenAPI 3.1 document.
     Openapi,
     /// Print the computation-graph summary of an ONNX file as JSON (no database needed).
@@ -216,7 +245,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             let id = crate::worker::train::train(&database.pool, &request, None, progress).await;
             bar.finish_and_clear();
-            let id = id?;
+            let id = match id {
+                Ok(id) => id,
+                Err(e) => {
+                    database.close().await;
+                    return Err(e);
+                }
+            };
             let info = crate::db::predictors::get(&database.pool, id).await?;
             if let Some(path) = out {
                 let bytes = crate::db::predictors::artifact(&database.pool, id)
@@ -227,6 +262,49 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             database.close().await;
             println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(())
+        }
+        Command::Finetune {
+            db,
+            predictor,
+            target,
+            samples,
+            seed,
+            config,
+        } => {
+            let request = crate::worker::train::FinetuneRequest {
+                predictor_id: predictor,
+                name: None,
+                target: parse_target(&target)?,
+                samples,
+                seed,
+                config: serde_json::from_str(&config).context("--config is not JSON")?,
+                activate: false,
+            };
+            crate::worker::train::validate_finetune(&request)?;
+            let database = Database::connect(&db).await?;
+            let id = crate::worker::train::finetune(&database.pool, &request, None).await;
+            let info = match id {
+                Ok(id) => crate::db::predictors::get(&database.pool, id).await?,
+                Err(e) => {
+                    database.close().await;
+                    return Err(e);
+                }
+            };
+            database.close().await;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(())
+        }
+        Command::Evaluate {
+            db,
+            predictor,
+            target,
+        } => {
+            let target = parse_target(&target)?;
+            let database = Database::connect(&db).await?;
+            let scores = crate::worker::train::evaluate(&database.pool, predictor, &target).await;
+            database.close().await;
+            println!("{}", serde_json::to_string_pretty(&scores?)?);
             Ok(())
         }
         Command::Openapi => {

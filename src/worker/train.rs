@@ -542,6 +542,52 @@ pub async fn register_artifact(pool: &PgPool, path: &Path, activate: bool) -> Re
     .await
 }
 
+/// A registered predictor's scores on every measured architecture of `target` (zero-shot when
+/// the target is another family than it was trained on).
+pub async fn evaluate(
+    pool: &PgPool,
+    predictor_id: i64,
+    target: &Target,
+) -> Result<serde_json::Value> {
+    let bytes = predictors::artifact(pool, predictor_id)
+        .await?
+        .with_context(|| format!("predictor {predictor_id} does not exist"))?;
+    let predictor = blocking(move || Ok(Predictor::from_bytes(&bytes, Backend::Cpu)?)).await?;
+    let (features, layers) = (
+        predictor.config.features.clone(),
+        predictor.config.encoder.layers,
+    );
+    let population = Arc::new(
+        Population::load(pool, target, move |g| {
+            PreparedGraph::new(g, &features, layers)
+        })
+        .await?,
+    );
+    let n = population.measured.len();
+    if n < 2 {
+        bail!("target {target:?} has {n} measured architectures with graphs");
+    }
+    let rows = blocking(move || index_rows(&predictor, &population)).await?;
+    let all: Vec<usize> = (0..n).collect();
+    let scores = scores(&rows, &all);
+    let ood: Vec<f64> = rows.iter().map(|r| r.ood_score).collect();
+    Ok(serde_json::json!({
+        "predictor_id": predictor_id,
+        "target": target,
+        "architectures": n,
+        "kendall_tau_b": scores.kendall_tau,
+        "spearman": scores.spearman,
+        "mae": scores.mae,
+        "median_ood_score": median(&ood),
+    }))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 /// Registers every `*.safetensors` artifact in `dir` (the bundled predictors) when no predictor
 /// is registered yet. Returns the new ids.
 pub async fn register_bundled(pool: &PgPool, dir: &Path) -> Result<Vec<i64>> {

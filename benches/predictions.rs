@@ -1,0 +1,167 @@
+//! Accuracy prediction through HTTP (the real server on loopback, body read to the end), with
+//! the bundled NB201 predictor registered over the full NB201 import (its index holds every
+//! measured cell graph):
+//!
+//! * one raw ONNX upload of an NB201-sized network that is not stored (CIFAR-100 head), p50/p95;
+//! * the same for a stored cell (answered from the predictor's index);
+//! * batches: 10,000 stored ids, 10,000 NB201 indices, 1,000 uploads (base64) → architectures/s.
+//!
+//! `cargo bench --bench predictions` (release). Pin to one core with `taskset -c 0` for the
+//! single-core figure. Results: `docs/benchmarks.md`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archdb::http::ServeConfig;
+use archdb::import::{self, ImportKind, NoProgress};
+use base64::Engine;
+use prost::Message;
+use serde_json::json;
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3
+}
+
+async fn latency(label: &str, n: usize, mut send: impl AsyncFnMut() -> reqwest::Response) {
+    for _ in 0..10 {
+        assert_eq!(send().await.status(), 200);
+    }
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let resp = send().await;
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "{label}: p50 {:.2} ms, p95 {:.2} ms ({n} requests)",
+        percentile(&times, 0.5),
+        percentile(&times, 0.95)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let server = archdb::testing::spawn(ServeConfig {
+        max_upload_bytes: 512 << 20,
+        ..ServeConfig::default()
+    })
+    .await;
+    let pool = server.pool.clone();
+    let t = Instant::now();
+    import::run(
+        &pool,
+        ImportKind::Nb201,
+        &root.join("data/nasbench201"),
+        Arc::new(NoProgress),
+    )
+    .await
+    .expect("nb201 import");
+    println!("NB201 import: {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let ids = archdb::worker::train::register_bundled(&pool, &root.join("data/predictor"))
+        .await
+        .expect("bundled predictor");
+    assert_eq!(ids.len(), 1, "data/predictor holds the bundled predictor");
+    println!(
+        "registering the bundled predictor (index of every measured cell): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/predictions", server.base_url);
+    // The activation reaches the server's registry through NOTIFY.
+    let started = Instant::now();
+    loop {
+        let resp = client
+            .post(&url)
+            .json(&json!({"nb201": [0]}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "predictor not served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|";
+    let unseen = archdb::generate::nb201_model(arch, 100)
+        .unwrap()
+        .encode_to_vec();
+    let stored = archdb::generate::nb201_model(arch, 10)
+        .unwrap()
+        .encode_to_vec();
+    println!("NB201 ONNX: {} bytes", unseen.len());
+    for (label, bytes) in [
+        ("one ONNX upload, not stored", &unseen),
+        ("one ONNX upload, stored cell", &stored),
+    ] {
+        latency(label, 300, async || {
+            client
+                .post(&url)
+                .header("content-type", "application/octet-stream")
+                .body(bytes.clone())
+                .send()
+                .await
+                .unwrap()
+        })
+        .await;
+    }
+
+    let all_ids: Vec<i64> = sqlx::query_scalar(
+        "select architecture_id from predictor_index order by architecture_id limit 10000",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let indices: Vec<u32> = (0..10_000).collect();
+    let uploads: Vec<String> = archdb::generate::nb201_arch_strings()
+        .take(1_000)
+        .map(|a| {
+            base64::engine::general_purpose::STANDARD.encode(
+                archdb::generate::nb201_model(&a, 100)
+                    .unwrap()
+                    .encode_to_vec(),
+            )
+        })
+        .collect();
+    for (label, body, n) in [
+        (
+            "batch of stored ids",
+            json!({"architecture_ids": all_ids}),
+            all_ids.len(),
+        ),
+        (
+            "batch of NB201 indices",
+            json!({"nb201": indices}),
+            indices.len(),
+        ),
+        (
+            "batch of ONNX uploads (not stored)",
+            json!({"onnx_base64": uploads}),
+            uploads.len(),
+        ),
+    ] {
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let resp = client.post(&url).json(&body).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.bytes().await.unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{label}: {n} architectures in {:.0} ms → {:.0} architectures/s (best of 3)",
+            best * 1e3,
+            n as f64 / best
+        );
+    }
+}
