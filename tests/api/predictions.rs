@@ -533,3 +533,58 @@ fn training_on_real_cells_generalises() {
     assert!(scores.spearman > 0.6, "held-out ρ {scores:?}");
     assert!(scores.mae < 6.0, "held-out MAE {scores:?}");
 }
+
+#[tokio::test]
+async fn the_bundled_predictor_is_registered_once_and_answers() {
+    let app = with_nb201().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/predictor");
+    let ids = archdb::worker::train::register_bundled(&app.pool, &dir)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    let again = archdb::worker::train::register_bundled(&app.pool, &dir)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "only into a registry without predictors");
+    let (_, p) = app.get_json(&format!("/v1/predictors/{}", ids[0])).await;
+    assert_eq!(p["active"], true);
+    assert_eq!(p["name"], "nb201-cifar10-bundled");
+    assert_eq!(p["target"], target());
+    // The evaluation travels in the artifact's header.
+    assert_eq!(p["evaluation"]["split"]["train_size"], 1563);
+    assert!(p["evaluation"]["kendall_tau_b"].as_f64().unwrap() > 0.7);
+    // Indexed: every measured cell graph of the fixture.
+    let indexed: i64 =
+        sqlx::query_scalar("select count(*) from predictor_index where predictor_id = $1")
+            .bind(ids[0])
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let measured =
+        archdb::db::predictors::measured(&app.pool, &serde_json::from_value(target()).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(indexed as usize, measured.len());
+    // Served once the NOTIFY has reached the server's registry; the best cell of the fixture
+    // is predicted above the worst.
+    let started = Instant::now();
+    let body = loop {
+        let (status, body) = predictions(
+            &app,
+            json!({"architecture_ids": [
+            measured.iter().max_by(|a, b| a.value.total_cmp(&b.value)).unwrap().architecture_id,
+            measured.iter().min_by(|a, b| a.value.total_cmp(&b.value)).unwrap().architecture_id]}),
+        )
+        .await;
+        if status == 200 {
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let p = &body["results"][0]["predictions"];
+    assert!(
+        p[0]["accuracy"].as_f64().unwrap() > p[1]["accuracy"].as_f64().unwrap(),
+        "{p}"
+    );
+}
