@@ -347,21 +347,30 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `benchmark/dataset/metric[/epoch[/split]]`.
-fn parse_target(s: &str) -> Result<crate::db::predictors::Target> {
-    let parts: Vec<&str> = s.split('/').collect();
-    if !(3..=5).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
-        anyhow::bail!("target must be benchmark/dataset/metric[/epoch[/split]], got {s}");
+/// `benchmark/dataset/metric[/epoch[/split]][:max]`; an empty epoch or split means any
+/// (`lemur/cifar-10/acc::max` is LEMUR's best CIFAR-10 accuracy per model).
+pub fn parse_target(s: &str) -> Result<crate::db::predictors::Target> {
+    use crate::db::predictors::Aggregate;
+    let (path, aggregate) = match s.rsplit_once(':') {
+        Some((path, "max")) => (path, Some(Aggregate::Max)),
+        Some((path, "mean")) => (path, Some(Aggregate::Mean)),
+        _ => (s, None),
+    };
+    let path = path.trim_end_matches(':');
+    let parts: Vec<&str> = path.split('/').collect();
+    if !(3..=5).contains(&parts.len()) || parts[..3].iter().any(|p| p.is_empty()) {
+        anyhow::bail!("target must be benchmark/dataset/metric[/epoch[/split]][:max], got {s}");
     }
+    let optional = |i: usize| parts.get(i).filter(|p| !p.is_empty());
     Ok(crate::db::predictors::Target {
         benchmark: parts[0].into(),
         dataset: parts[1].into(),
         metric: parts[2].into(),
-        epoch: parts
-            .get(3)
+        epoch: optional(3)
             .map(|e| e.parse().context("epoch must be an integer"))
             .transpose()?,
-        split: parts.get(4).map(|s| s.to_string()),
+        split: optional(4).map(|s| s.to_string()),
+        aggregate,
     })
 }
 
@@ -402,4 +411,31 @@ fn generate(space: SearchSpace, out: &std::path::Path, classes: u32) -> Result<(
     }
     println!("{}", serde_json::json!({"written": written, "out": out}));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_target;
+    use crate::db::predictors::{Aggregate, Target};
+
+    #[test]
+    fn targets_parse_with_optional_epoch_split_and_aggregate() {
+        assert_eq!(
+            parse_target("nb201/cifar10/acc/200/test").unwrap(),
+            Target::nb201_cifar10()
+        );
+        let t = parse_target("lemur/cifar-10/acc:max").unwrap();
+        assert_eq!(
+            (t.epoch, t.split.as_deref(), t.aggregate),
+            (None, None, Some(Aggregate::Max))
+        );
+        let t = parse_target("nb-macro/cifar10/acc//test").unwrap();
+        assert_eq!(
+            (t.epoch, t.split.as_deref(), t.aggregate),
+            (None, Some("test"), None)
+        );
+        for bad in ["nb201/cifar10", "nb201//acc", "a/b/c/x", "a/b/c/1/2/3"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -30,6 +30,18 @@ pub struct Target {
     /// `test`, `valid`, …; null = any.
     #[serde(default)]
     pub split: Option<String>,
+    /// How an architecture's rows become one value: `mean` (default; the seed-mean row where
+    /// there is one) or `max` (the best run, e.g. LEMUR's best accuracy over its trials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
+}
+
+/// See [`Target::aggregate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    Mean,
+    Max,
 }
 
 impl Target {
@@ -41,6 +53,7 @@ impl Target {
             metric: "acc".into(),
             epoch: Some(200),
             split: Some("test".into()),
+            aggregate: None,
         }
     }
 }
@@ -56,7 +69,8 @@ pub struct Measured {
 pub async fn measured(pool: &PgPool, target: &Target) -> sqlx::Result<Vec<Measured>> {
     let rows: Vec<(i64, f64)> = sqlx::query_as(
         "select architecture_id,
-                coalesce(avg(value) filter (where seed is null), avg(value))
+                case when $6 then max(value)
+                     else coalesce(avg(value) filter (where seed is null), avg(value)) end
            from results
           where benchmark = $1 and dataset = $2 and metric = $3
             and ($4::int is null or epoch = $4) and ($5::text is null or split = $5)
@@ -69,6 +83,7 @@ pub async fn measured(pool: &PgPool, target: &Target) -> sqlx::Result<Vec<Measur
     .bind(&target.metric)
     .bind(target.epoch)
     .bind(&target.split)
+    .bind(target.aggregate == Some(Aggregate::Max))
     .fetch_all(pool)
     .await?;
     Ok(rows

@@ -151,13 +151,15 @@ pub fn validate_finetune(request: &FinetuneRequest) -> Result<FinetuneConfig> {
 }
 
 /// Measured architectures of a target with their featurised graphs.
-struct Population {
-    measured: Vec<Measured>,
-    graphs: Vec<Arc<PreparedGraph>>,
+pub struct Population {
+    pub measured: Vec<Measured>,
+    pub graphs: Vec<Arc<PreparedGraph>>,
 }
 
 impl Population {
-    async fn load(
+    /// Every measured architecture of `target` that has a stored graph, featurised by `prepare`
+    /// on every core.
+    pub async fn load(
         pool: &PgPool,
         target: &Target,
         prepare: impl Fn(CgGraphRef<'_>) -> Result<PreparedGraph, PredictError> + Send + Sync + 'static,
@@ -178,14 +180,16 @@ impl Population {
         Ok(Self { measured, graphs })
     }
 
-    fn split(&self, train_size: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    /// A random split by `seed`: `train_size` positions, then all the others.
+    pub fn split(&self, train_size: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
         let mut order: Vec<usize> = (0..self.measured.len()).collect();
         order.shuffle(&mut StdRng::seed_from_u64(seed));
         let test = order.split_off(train_size.min(order.len()));
         (order, test)
     }
 
-    fn sample(&self, i: usize, labelled: bool) -> TrainSample {
+    /// Position `i` as a training sample (with its value when `labelled`).
+    pub fn sample(&self, i: usize, labelled: bool) -> TrainSample {
         TrainSample {
             graph: self.graphs[i].clone(),
             accuracy: labelled.then_some(self.measured[i].value),
