@@ -17,7 +17,7 @@ use super::{
 use crate::db::architectures::{self, NewArchitecture};
 use crate::generate::nb201_model;
 use crate::graph::BuildOptions;
-use crate::ingest::ingest;
+use crate::ingest::ingest_model;
 
 pub const BENCHMARK: &str = "nb201";
 /// Alias namespaces of NB201 architectures.
@@ -331,11 +331,10 @@ fn build_cells(
     cells: &[(String, String)],
 ) -> Result<Vec<(String, String, crate::ingest::Ingested)>> {
     par_map(cells, |(index, arch)| {
-        let bytes = prost::Message::encode_to_vec(&nb201_model(arch, 10)?);
         Ok((
             index.clone(),
             arch.clone(),
-            ingest(bytes.into(), BuildOptions::default())?,
+            ingest_model(nb201_model(arch, 10)?, BuildOptions::default())?,
         ))
     })
 }

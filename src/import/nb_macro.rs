@@ -25,7 +25,7 @@ use crate::db::architectures::{self, NewArchitecture};
 use crate::generate::nb_macro::nb_macro_trained_arch;
 use crate::generate::nb_macro_model;
 use crate::graph::BuildOptions;
-use crate::ingest::ingest;
+use crate::ingest::ingest_model;
 
 /// `results.benchmark` of NAS-Bench-Macro rows; also the alias namespace (the 8-digit code) and
 /// the family of its architectures.
@@ -132,8 +132,8 @@ pub async fn import(
     let mut created = 0u64;
     let mut batches = build_in_background(networks.clone(), 512, |codes: &[String]| {
         par_map(codes, |code| {
-            let bytes = prost::Message::encode_to_vec(&nb_macro_model(code)?);
-            Ok((code.clone(), ingest(bytes.into(), BuildOptions::default())?))
+            let model = nb_macro_model(code)?;
+            Ok((code.clone(), ingest_model(model, BuildOptions::default())?))
         })
     });
     while let Some(built) = batches.recv().await {
