@@ -4,7 +4,7 @@
 use prost::Message;
 
 use crate::graph::{self, BuildOptions, CompGraph};
-use crate::onnx::{self, OnnxError};
+use crate::onnx::{self, OnnxError, proto::ModelProto};
 
 /// A model ready to be stored.
 #[derive(Debug, Clone)]
@@ -20,7 +20,23 @@ pub struct Ingested {
 /// Parses, builds and hashes one ONNX model. CPU-bound: call from a blocking task.
 pub fn ingest(bytes: bytes::Bytes, options: BuildOptions) -> Result<Ingested, OnnxError> {
     let original_size = bytes.len();
-    let mut model = onnx::decode_model(bytes)?;
+    let model = onnx::decode_model(bytes)?;
+    build_and_hash(model, original_size, options)
+}
+
+/// [`ingest`] of a model already in memory (the benchmark generators), without the round trip
+/// through bytes: the same checks, graph, hash and stripped ONNX as `ingest` of its encoding.
+pub fn ingest_model(model: ModelProto, options: BuildOptions) -> Result<Ingested, OnnxError> {
+    onnx::check_model(&model)?;
+    let original_size = model.encoded_len();
+    build_and_hash(model, original_size, options)
+}
+
+fn build_and_hash(
+    mut model: ModelProto,
+    original_size: usize,
+    options: BuildOptions,
+) -> Result<Ingested, OnnxError> {
     let graph = graph::build(&mut model, options)?;
     let graph_hash = graph::hash::graph_hash(&graph);
     onnx::strip_weights(&mut model);
@@ -30,4 +46,32 @@ pub fn ingest(bytes: bytes::Bytes, options: BuildOptions) -> Result<Ingested, On
         stripped_onnx: model.encode_to_vec(),
         original_size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_model_equals_ingest_of_the_encoded_model() {
+        let cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|";
+        let models = [
+            crate::generate::nb201_model(cell, 10).unwrap(),
+            crate::generate::nb_macro_model("01201201").unwrap(),
+        ];
+        for model in models {
+            let bytes = model.encode_to_vec();
+            let a = ingest(bytes.into(), BuildOptions::default()).unwrap();
+            let b = ingest_model(model, BuildOptions::default()).unwrap();
+            assert_eq!(a.graph_hash, b.graph_hash);
+            assert_eq!(a.stripped_onnx, b.stripped_onnx);
+            assert_eq!(a.original_size, b.original_size);
+            assert_eq!(a.graph.summary, b.graph.summary);
+            let nodes = |i: &Ingested| {
+                serde_json::to_string(&i.graph.graph.node_weights().collect::<Vec<_>>()).unwrap()
+            };
+            assert_eq!(nodes(&a), nodes(&b));
+            assert_eq!(a.graph.edge_list(), b.graph.edge_list());
+        }
+    }
 }

@@ -144,6 +144,207 @@ pub async fn insert_in(
     Ok((arch, is_new))
 }
 
+/// Stores many ingested models in the caller's transaction with a handful of statements
+/// (`UNNEST` arrays) instead of several round trips per model, as [`insert_in`] would one after
+/// another: graphs whose hash exists are not stored again, the first of several equal graphs in
+/// `items` creates the architecture (with its fields), and every item's `name` becomes an alias
+/// in its `source` namespace (default `upload`). Returns, per item, the architecture id and
+/// whether this item created it.
+pub async fn insert_batch_in(
+    conn: &mut PgConnection,
+    items: &[(&Ingested, &NewArchitecture)],
+) -> sqlx::Result<Vec<(i64, bool)>> {
+    use std::collections::HashMap;
+    // The first item of each distinct graph, in input order (ids follow that order).
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    let mut unique: Vec<usize> = Vec::with_capacity(items.len());
+    for (i, (model, _)) in items.iter().enumerate() {
+        first.entry(model.graph_hash.as_str()).or_insert_with(|| {
+            unique.push(i);
+            i
+        });
+    }
+    let n = unique.len();
+    let (mut hashes, mut names, mut families, mut sources) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut params, mut macs, mut num_nodes, mut num_edges, mut depths) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut shapes, mut op_counts, mut metas) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for &i in &unique {
+        let (model, meta) = items[i];
+        let s = &model.graph.summary;
+        hashes.push(model.graph_hash.clone());
+        names.push(meta.name.clone());
+        families.push(meta.family.clone());
+        sources.push(meta.source.clone());
+        params.push(clamp_i64(s.params));
+        macs.push(clamp_i64(s.macs));
+        num_nodes.push(s.num_nodes as i32);
+        num_edges.push(s.num_edges as i32);
+        depths.push(s.depth as i32);
+        shapes.push(int_array_literal(s.input_shape.iter().copied()));
+        op_counts.push(serde_json::to_string(&s.op_counts).unwrap_or_else(|_| "{}".into()));
+        metas.push(
+            serde_json::json!({
+                "opset": s.opset, "ir_version": s.ir_version, "producer": s.producer,
+                "onnx_nodes": s.onnx_nodes, "unknown_ops": s.unknown_ops, "unknown_shapes": s.unknown_shapes,
+            })
+            .to_string(),
+        );
+    }
+    let created: Vec<(i64, String)> = sqlx::query_as(
+        "insert into architectures (graph_hash, name, family, source, params, macs, num_nodes, num_edges, depth, input_shape, op_counts, onnx_meta)
+         select h, n, f, s, p, m, nn, ne, d, shp::bigint[], oc::jsonb, om::jsonb
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int4[],
+                     $8::int4[], $9::int4[], $10::text[], $11::text[], $12::text[])
+              with ordinality as t(h, n, f, s, p, m, nn, ne, d, shp, oc, om, ord)
+         order by ord
+         on conflict (graph_hash) do nothing
+         returning id, graph_hash",
+    )
+    .bind(&hashes)
+    .bind(&names)
+    .bind(&families)
+    .bind(&sources)
+    .bind(&params)
+    .bind(&macs)
+    .bind(&num_nodes)
+    .bind(&num_edges)
+    .bind(&depths)
+    .bind(&shapes)
+    .bind(&op_counts)
+    .bind(&metas)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ids: HashMap<String, i64> = HashMap::with_capacity(n);
+    let mut new_ids: Vec<i64> = Vec::with_capacity(created.len());
+    let (mut new_nodes, mut new_edges) = (
+        Vec::with_capacity(created.len()),
+        Vec::with_capacity(created.len()),
+    );
+    let (mut new_onnx, mut new_sizes) = (
+        Vec::with_capacity(created.len()),
+        Vec::with_capacity(created.len()),
+    );
+    for (id, hash) in created {
+        let (model, _) = items[first[hash.as_str()]];
+        let nodes: Vec<&CgNode> = model.graph.graph.node_weights().collect();
+        new_ids.push(id);
+        new_nodes.push(serde_json::to_string(&nodes).map_err(|e| sqlx::Error::Encode(e.into()))?);
+        new_edges.push(int_array_literal(
+            model
+                .graph
+                .edge_list()
+                .into_iter()
+                .flatten()
+                .map(|v| v as i64),
+        ));
+        new_onnx.push(model.stripped_onnx.as_slice());
+        new_sizes.push(model.original_size as i64);
+        ids.insert(hash, id);
+    }
+    if !new_ids.is_empty() {
+        sqlx::query(
+            "insert into architecture_graphs (architecture_id, nodes, edges)
+             select id, nodes::jsonb, edges::int4[] from unnest($1::int8[], $2::text[], $3::text[]) as t(id, nodes, edges)",
+        )
+        .bind(&new_ids)
+        .bind(&new_nodes)
+        .bind(&new_edges)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "insert into architecture_onnx (architecture_id, onnx, original_size)
+             select * from unnest($1::int8[], $2::bytea[], $3::int8[])",
+        )
+        .bind(&new_ids)
+        .bind(&new_onnx)
+        .bind(&new_sizes)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let created_hashes: std::collections::HashSet<String> = ids.keys().cloned().collect();
+    if ids.len() < n {
+        let missing: Vec<&String> = hashes.iter().filter(|h| !ids.contains_key(*h)).collect();
+        let existing: Vec<(i64, String)> =
+            sqlx::query_as("select id, graph_hash from architectures where graph_hash = any($1)")
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?;
+        ids.extend(existing.into_iter().map(|(id, hash)| (hash, id)));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut aliases = Vec::new();
+    for (i, (model, meta)) in items.iter().enumerate() {
+        let hash = model.graph_hash.as_str();
+        let id = *ids.get(hash).ok_or_else(|| {
+            sqlx::Error::Protocol(format!("architecture {hash} neither inserted nor found"))
+        })?;
+        out.push((id, first[hash] == i && created_hashes.contains(hash)));
+        if let Some(name) = &meta.name {
+            aliases.push((
+                meta.source.as_deref().unwrap_or("upload").to_string(),
+                name.clone(),
+                id,
+            ));
+        }
+    }
+    add_aliases(conn, &aliases).await?;
+    Ok(out)
+}
+
+/// Records many `(namespace, value, architecture id)` aliases in one statement; an existing
+/// alias keeps its first target, and so does the first of equal aliases in `aliases`.
+pub async fn add_aliases(
+    conn: &mut PgConnection,
+    aliases: &[(String, String, i64)],
+) -> sqlx::Result<()> {
+    if aliases.is_empty() {
+        return Ok(());
+    }
+    let namespaces: Vec<&str> = aliases.iter().map(|a| a.0.as_str()).collect();
+    let values: Vec<&str> = aliases.iter().map(|a| a.1.as_str()).collect();
+    let ids: Vec<i64> = aliases.iter().map(|a| a.2).collect();
+    sqlx::query(
+        "insert into architecture_aliases (namespace, value, architecture_id)
+         select ns, v, id from unnest($1::text[], $2::text[], $3::int8[]) with ordinality as t(ns, v, id, ord)
+         order by ord
+         on conflict do nothing",
+    )
+    .bind(&namespaces)
+    .bind(&values)
+    .bind(&ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// PostgreSQL array text (`{1,2,3}`) of integers, cast to an array type in SQL.
+fn int_array_literal(values: impl Iterator<Item = i64>) -> String {
+    let mut s = String::from("{");
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&v.to_string());
+    }
+    s.push('}');
+    s
+}
+
 /// Records an external name of an architecture; an existing alias keeps its first target.
 pub async fn add_alias(
     tx: &mut sqlx::PgConnection,

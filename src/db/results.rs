@@ -233,23 +233,41 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, alias: &str, f: &Filter) {
 
 /// Appends `(…) r`: the `results` rows selected by `f` and `s`.
 fn push_rows(q: &mut QueryBuilder<Postgres>, f: &Filter, s: Selection) {
-    if s.only_best {
-        q.push(
-            "(select w.* from (select b.*, max(b.value) over (partition by b.task, b.dataset, \
-             b.metric, b.nn, b.epoch, b.benchmark) as best_value from results b where true",
-        );
-    } else {
+    if !s.only_best {
         q.push("(select b.* from results b where true");
+        push_filter(q, "b", f);
+        if s.unique_nn {
+            q.push(" and b.id in ");
+            push_best_ids(q, f);
+        }
+        q.push(") r");
+        return;
     }
-    push_filter(q, "b", f);
+    // only_best_accuracy: the rows whose value is the maximum of their (task, dataset, metric,
+    // nn, epoch, benchmark) group, ties kept. The maxima are computed over (group, id, value)
+    // alone, an index-only scan of `results_nn_idx` (nn given) or `results_order_idx` whose
+    // order is the partition order (no sort), and only the best rows are read from the table.
+    // The partition columns are listed in that index's order; the groups are the same. The key
+    // columns are passed on from the scan so that the planner sees the rows in LEMUR's order
+    // (`max_rows` stops early instead of sorting every best row).
+    let keys = if f.nn.is_empty() {
+        "k.task, k.dataset, k.metric, k.nn, k.epoch, k.benchmark"
+    } else {
+        "k.nn, k.task, k.dataset, k.metric, k.epoch, k.benchmark"
+    };
+    q.push(format!(
+        "(select w.id, w.benchmark, b.source_key, w.task, w.dataset, w.metric, w.nn, w.epoch, \
+         b.value, b.duration, b.split, b.seed, b.prm_id, b.hyperparameters, b.transform, \
+         b.architecture_id, b.import_id from (select k.id, k.task, k.dataset, k.metric, k.nn, \
+         k.epoch, k.benchmark, k.value, max(k.value) over (partition by {keys}) as best_value \
+         from results k where true"
+    ));
+    push_filter(q, "k", f);
     if s.unique_nn {
-        q.push(" and b.id in ");
+        q.push(" and k.id in ");
         push_best_ids(q, f);
     }
-    if s.only_best {
-        q.push(") w where w.value = w.best_value");
-    }
-    q.push(") r");
+    q.push(") w join results b on b.id = w.id where w.value = w.best_value) r");
 }
 
 /// Appends `(…) r`: the best row of each model among the rows of `f`, as JoinConf's candidates

@@ -294,6 +294,58 @@ impl Import {
     }
 }
 
+/// Builds `items` in batches of `batch` with `build` on a blocking thread, one batch ahead of
+/// the receiver, so that building the next batch overlaps storing the last one. The receiver
+/// stops the builder by dropping the channel.
+pub fn build_in_background<T, U, F>(
+    items: Vec<T>,
+    batch: usize,
+    build: F,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<U>>>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: Fn(&[T]) -> Result<Vec<U>> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    tokio::task::spawn_blocking(move || {
+        for chunk in items.chunks(batch) {
+            let built = build(chunk);
+            let failed = built.is_err();
+            if sender.blocking_send(built).is_err() || failed {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// `f` over `items` on every core, in order; the first error wins.
+pub fn par_map<T, U, F>(items: &[T], f: F) -> Result<Vec<U>>
+where
+    T: Sync,
+    U: Send,
+    F: Fn(&T) -> Result<U> + Sync,
+{
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let part = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(part)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Result<Vec<U>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for w in workers {
+            out.extend(
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("a graph-building thread panicked"))??,
+            );
+        }
+        Ok(out)
+    })
+}
+
 /// Streams the rows that `produce` writes (on a blocking thread) into `table` through a
 /// temporary staging table and `COPY`, then inserts them with `import_id`, skipping rows whose
 /// keys exist. Returns (rows read, rows added).

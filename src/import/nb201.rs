@@ -11,11 +11,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{Import, ImportKind, Progress, Unit, copy_merge, open_gz};
+use super::{
+    Import, ImportKind, Progress, Unit, build_in_background, copy_merge, open_gz, par_map,
+};
 use crate::db::architectures::{self, NewArchitecture};
 use crate::generate::nb201_model;
 use crate::graph::BuildOptions;
-use crate::ingest::ingest;
+use crate::ingest::ingest_model;
 
 pub const BENCHMARK: &str = "nb201";
 /// Alias namespaces of NB201 architectures.
@@ -321,38 +323,19 @@ fn read_csv(
         .collect()
 }
 
+/// Cells stored per batch of statements.
+const BATCH: usize = 512;
+
 /// Generates and ingests cells on every core (the CPU-bound part of the import).
 fn build_cells(
     cells: &[(String, String)],
 ) -> Result<Vec<(String, String, crate::ingest::Ingested)>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let part = cells.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = cells
-            .chunks(part)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(index, arch)| {
-                            let bytes = prost::Message::encode_to_vec(&nb201_model(arch, 10)?);
-                            Ok((
-                                index.clone(),
-                                arch.clone(),
-                                ingest(bytes.into(), BuildOptions::default())?,
-                            ))
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(cells.len());
-        for w in workers {
-            out.extend(
-                w.join()
-                    .map_err(|_| anyhow::anyhow!("a graph-building thread panicked"))??,
-            );
-        }
-        Ok(out)
+    par_map(cells, |(index, arch)| {
+        Ok((
+            index.clone(),
+            arch.clone(),
+            ingest_model(nb201_model(arch, 10)?, BuildOptions::default())?,
+        ))
     })
 }
 
@@ -389,22 +372,28 @@ pub async fn import(
         .collect();
     let mut ids: HashMap<String, i64> = HashMap::new();
     let mut created = 0u64;
-    for chunk in cells.chunks(256) {
-        let batch = chunk.to_vec();
-        let built = tokio::task::spawn_blocking(move || build_cells(&batch)).await??;
-        for (index, arch, model) in built {
-            let meta = NewArchitecture {
+    let mut batches = build_in_background(cells.clone(), BATCH, build_cells);
+    while let Some(built) = batches.recv().await {
+        let built = built?;
+        let metas: Vec<NewArchitecture> = built
+            .iter()
+            .map(|(index, _, _)| NewArchitecture {
                 name: Some(format!("nb201-{index}")),
                 family: Some("nb201".into()),
                 source: Some(INDEX_ALIAS.into()),
-            };
-            let (stored, is_new) = architectures::insert_in(&mut import.tx, &model, &meta).await?;
-            architectures::add_alias(&mut import.tx, INDEX_ALIAS, &index, stored.id).await?;
-            architectures::add_alias(&mut import.tx, ARCH_ALIAS, &arch, stored.id).await?;
+            })
+            .collect();
+        let items: Vec<_> = built.iter().map(|(_, _, m)| m).zip(&metas).collect();
+        let stored = architectures::insert_batch_in(&mut import.tx, &items).await?;
+        let mut aliases = Vec::with_capacity(2 * built.len());
+        for ((index, arch, _), (id, is_new)) in built.into_iter().zip(stored) {
+            aliases.push((INDEX_ALIAS.to_string(), index, id));
+            aliases.push((ARCH_ALIAS.to_string(), arch.clone(), id));
             created += u64::from(is_new);
-            ids.insert(arch, stored.id);
-            progress.advance(1);
+            ids.insert(arch, id);
         }
+        architectures::add_aliases(&mut import.tx, &aliases).await?;
+        progress.advance(aliases.len() as u64 / 2);
     }
 
     let test_by_arch: HashMap<String, HashMap<String, String>> = test

@@ -18,12 +18,14 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Import, ImportKind, Progress, Summary, Unit, copy_merge, open_gz};
+use super::{
+    Import, ImportKind, Progress, Summary, Unit, build_in_background, copy_merge, open_gz, par_map,
+};
 use crate::db::architectures::{self, NewArchitecture};
 use crate::generate::nb_macro::nb_macro_trained_arch;
 use crate::generate::nb_macro_model;
 use crate::graph::BuildOptions;
-use crate::ingest::ingest;
+use crate::ingest::ingest_model;
 
 /// `results.benchmark` of NAS-Bench-Macro rows; also the alias namespace (the 8-digit code) and
 /// the family of its architectures.
@@ -128,36 +130,39 @@ pub async fn import(
     progress.phase("nb-macro graphs", networks.len() as u64, Unit::Items);
     let mut ids: HashMap<String, i64> = HashMap::new();
     let mut created = 0u64;
-    for chunk in networks.chunks(256) {
-        let batch = chunk.to_vec();
-        let built = tokio::task::spawn_blocking(move || {
-            batch
-                .into_iter()
-                .map(|code| {
-                    let bytes = prost::Message::encode_to_vec(&nb_macro_model(&code)?);
-                    Ok((code, ingest(bytes.into(), BuildOptions::default())?))
-                })
-                .collect::<Result<Vec<_>>>()
+    let mut batches = build_in_background(networks.clone(), 512, |codes: &[String]| {
+        par_map(codes, |code| {
+            let model = nb_macro_model(code)?;
+            Ok((code.clone(), ingest_model(model, BuildOptions::default())?))
         })
-        .await??;
-        for (code, model) in built {
-            // The name (the trained code) is also recorded as an alias in the `source` namespace.
-            let meta = NewArchitecture {
+    });
+    while let Some(built) = batches.recv().await {
+        let built = built?;
+        // The name (the trained code) is also recorded as an alias in the `source` namespace.
+        let metas: Vec<NewArchitecture> = built
+            .iter()
+            .map(|(code, _)| NewArchitecture {
                 name: Some(code.clone()),
                 family: Some(BENCHMARK.into()),
                 source: Some(BENCHMARK.into()),
-            };
-            let (stored, is_new) = architectures::insert_in(&mut import.tx, &model, &meta).await?;
+            })
+            .collect();
+        let items: Vec<_> = built.iter().map(|(_, m)| m).zip(&metas).collect();
+        let stored = architectures::insert_batch_in(&mut import.tx, &items).await?;
+        let n = items.len() as u64;
+        for ((code, _), (id, is_new)) in built.into_iter().zip(stored) {
             created += u64::from(is_new);
-            ids.insert(code, stored.id);
-            progress.advance(1);
+            ids.insert(code, id);
         }
+        progress.advance(n);
     }
-    for (row, network) in rows.iter().zip(&trained) {
-        if row.arch != *network {
-            architectures::add_alias(&mut import.tx, BENCHMARK, &row.arch, ids[network]).await?;
-        }
-    }
+    let aliases: Vec<(String, String, i64)> = rows
+        .iter()
+        .zip(&trained)
+        .filter(|(row, network)| row.arch != **network)
+        .map(|(row, network)| (BENCHMARK.to_string(), row.arch.clone(), ids[network]))
+        .collect();
+    architectures::add_aliases(&mut import.tx, &aliases).await?;
 
     let codes = rows.len();
     let p = progress.clone();

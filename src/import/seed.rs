@@ -29,6 +29,7 @@ pub async fn seed_if_empty(
     if imported {
         return Ok(vec![]);
     }
+    let started = std::time::Instant::now();
     let mut done = Vec::new();
     for (folder, kind) in STARTER_SET {
         let dir = seed_dir.join(folder);
@@ -37,7 +38,20 @@ pub async fn seed_if_empty(
             continue;
         }
         tracing::info!(dir = %dir.display(), kind = %kind.name(), "loading starter data");
-        done.push(run(pool, *kind, &dir, progress.clone()).await?);
+        let summary = run(pool, *kind, &dir, progress.clone()).await?;
+        tracing::info!(
+            kind = %kind.name(),
+            rows_added = summary.rows_added,
+            seconds = format!("{:.1}", summary.seconds),
+            "starter data imported"
+        );
+        done.push(summary);
+    }
+    if !done.is_empty() {
+        tracing::info!(
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "starter set imported"
+        );
     }
     Ok(done)
 }

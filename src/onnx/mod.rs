@@ -38,6 +38,12 @@ pub fn decode_model(bytes: bytes::Bytes) -> Result<ModelProto, OnnxError> {
         return Err(OnnxError::Empty);
     }
     let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
+    check_model(&model)?;
+    Ok(model)
+}
+
+/// The checks of [`decode_model`] on a model built in memory (e.g. by the generators).
+pub fn check_model(model: &ModelProto) -> Result<(), OnnxError> {
     // Random bytes can decode as a protobuf message with unknown fields only; a real model has
     // an IR version and a graph, and every node has an op type.
     if model.ir_version.is_none() && model.opset_import.is_empty() {
@@ -53,7 +59,7 @@ pub fn decode_model(bytes: bytes::Bytes) -> Result<ModelProto, OnnxError> {
     if graph.node.iter().any(|n| n.op_type().is_empty()) {
         return Err(OnnxError::Invalid("a node has an empty op_type".into()));
     }
-    Ok(model)
+    Ok(())
 }
 
 /// The default-domain opset the model imports (ONNX's own ops), if any.

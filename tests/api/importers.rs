@@ -305,3 +305,129 @@ async fn nas_bench_graph_stores_four_figures_per_dataset_and_arch() {
         )
     );
 }
+
+/// The importers' batched insert stores exactly what one upload at a time stores (the API
+/// serves the same architecture, graph and ONNX), deduplicates within the batch and against
+/// stored graphs, and records every name as an alias of the right architecture.
+#[tokio::test]
+async fn batched_architecture_inserts_match_single_inserts() {
+    let model = |cell: &str| {
+        let bytes = prost::Message::encode_to_vec(&nb201_model(cell, 10).unwrap());
+        ingest(bytes.into(), BuildOptions::default()).unwrap()
+    };
+    let (a, b, c) = (model(CELLS[0]), model(CELLS[1]), model(THIRD_CELL));
+    // The same graph under another name (as NB201 cells that build equal networks).
+    let c_twin = c.clone();
+    let meta = |name: &str| NewArchitecture {
+        name: Some(name.into()),
+        family: Some("nb201".into()),
+        source: Some("test".into()),
+    };
+    let batched = spawn_app().await;
+    let (stored_b, _) = architectures::insert(&batched.pool, &b, &meta("b"))
+        .await
+        .unwrap();
+    let metas = [
+        meta("a"),
+        meta("a-again"),
+        meta("b-again"),
+        meta("c"),
+        meta("c-twin"),
+    ];
+    let items = [&a, &a, &b, &c, &c_twin]
+        .into_iter()
+        .zip(&metas)
+        .collect::<Vec<_>>();
+    let mut tx = batched.pool.begin().await.unwrap();
+    let out = architectures::insert_batch_in(&mut tx, &items)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let flags: Vec<bool> = out.iter().map(|o| o.1).collect();
+    assert_eq!(flags, [true, false, false, true, false]);
+    assert_eq!(out[0].0, out[1].0);
+    assert_eq!(out[2].0, stored_b.id);
+    assert_eq!(out[3].0, out[4].0);
+    assert!(out[0].0 < out[3].0, "ids follow the input order");
+    for ((_, meta), (id, _)) in items.iter().zip(&out) {
+        let target: i64 = sqlx::query_scalar(
+            "select architecture_id from architecture_aliases where namespace = 'test' and value = $1",
+        )
+        .bind(meta.name.as_deref().unwrap())
+        .fetch_one(&batched.pool)
+        .await
+        .unwrap();
+        assert_eq!(target, *id, "{meta:?}");
+    }
+    // Again: nothing new, same ids.
+    let mut tx = batched.pool.begin().await.unwrap();
+    let again = architectures::insert_batch_in(&mut tx, &items)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        again,
+        out.iter().map(|(id, _)| (*id, false)).collect::<Vec<_>>()
+    );
+
+    // The same models one at a time, in another database: the API answers the same.
+    let single = spawn_app().await;
+    for (model, meta) in [(&a, &metas[0]), (&c, &metas[3])] {
+        let (arch, created) = architectures::insert(&single.pool, model, meta)
+            .await
+            .unwrap();
+        assert!(created);
+        let batched_id = out[if meta.name.as_deref() == Some("a") {
+            0
+        } else {
+            3
+        }]
+        .0;
+        for suffix in ["", "/graph", "/graph?format=dot"] {
+            let one = single
+                .client
+                .get(single.url(&format!("/v1/architectures/{}{suffix}", arch.id)))
+                .send()
+                .await
+                .unwrap();
+            let two = batched
+                .client
+                .get(batched.url(&format!("/v1/architectures/{batched_id}{suffix}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!((one.status().as_u16(), two.status().as_u16()), (200, 200));
+            let (one, two) = (one.text().await.unwrap(), two.text().await.unwrap());
+            if suffix.is_empty() {
+                let strip = |s: &str| {
+                    let mut v: serde_json::Value = serde_json::from_str(s).unwrap();
+                    let o = v.as_object_mut().unwrap();
+                    for k in ["id", "created_at", "aliases"] {
+                        o.remove(k);
+                    }
+                    v
+                };
+                assert_eq!(strip(&one), strip(&two));
+            } else {
+                assert_eq!(one, two, "{suffix}");
+            }
+        }
+        let onnx = |app: &TestApp, id: i64| {
+            let url = app.url(&format!("/v1/architectures/{id}/onnx"));
+            let client = app.client.clone();
+            async move { client.get(url).send().await.unwrap().bytes().await.unwrap() }
+        };
+        assert_eq!(
+            onnx(&single, arch.id).await,
+            onnx(&batched, batched_id).await
+        );
+        assert_eq!(
+            onnx(&single, arch.id).await.as_ref(),
+            model.stripped_onnx.as_slice()
+        );
+    }
+}
+
+/// A cell that neither [`CELLS`] nor the fixtures hold.
+const THIRD_CELL: &str =
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|none~1|avg_pool_3x3~2|";

@@ -551,3 +551,75 @@ async fn a_failed_import_leaves_nothing() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `only_best_accuracy` (index-only maxima, then the best rows) returns exactly the rows of the
+/// plain definition — a window over the whole selected rows — in the same order, with ties, with
+/// null epochs (NB201's parameter counts), and with `unique_nn` and `max_rows`.
+#[tokio::test]
+async fn only_best_accuracy_equals_the_window_definition() {
+    let app = app_with_sample().await;
+    let nb201 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nb201");
+    import(&app, ImportKind::Nb201, &nb201).await;
+    // (query, the same selection in SQL, max_rows)
+    let cases: [(&str, &str, Option<i64>); 9] = [
+        ("", "true", None),
+        ("&nn=AlexNet", "nn = 'AlexNet'", None),
+        (
+            "&task=img-classification&dataset=cifar-10&nn=AlexNet",
+            "task = 'img-classification' and dataset = 'cifar-10' and nn = 'AlexNet'",
+            None,
+        ),
+        ("&nn=AlexNet&nn=LSTM", "nn in ('AlexNet', 'LSTM')", None),
+        ("&nn_prefix=rag-", "nn like 'rag-%'", None),
+        ("&benchmark=nb201", "benchmark = 'nb201'", None),
+        (
+            "&benchmark=nb201&metric=params_m",
+            "benchmark = 'nb201' and metric = 'params_m'",
+            None,
+        ),
+        ("&max_rows=50", "true", Some(50)),
+        (
+            "&dataset=cifar-10&max_rows=20",
+            "dataset = 'cifar-10'",
+            Some(20),
+        ),
+    ];
+    for (query, condition, limit) in cases {
+        let expected: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select source_key from (select r.*, max(value) over (partition by task, dataset, \
+             metric, nn, epoch, benchmark) as best from results r where {condition}) w \
+             where value = best order by task, dataset, metric, nn, epoch, benchmark, id limit {}",
+            limit.map_or("all".to_string(), |n| n.to_string())
+        )))
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        assert!(!expected.is_empty(), "{query}");
+        let got: Vec<String> = rows(&app, &format!("?only_best_accuracy=true{query}"))
+            .await
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(got, expected, "{query}");
+    }
+    // Null epochs form one group per (…, nn) as in the window: NB201 parameter counts.
+    let params = rows(
+        &app,
+        "?only_best_accuracy=true&benchmark=nb201&metric=params_m",
+    )
+    .await;
+    assert!(params.iter().all(|r| r["epoch"].is_null()));
+    // unique_nn first, then only_best_accuracy: one row per model.
+    let unique = rows(&app, "?unique_nn=true&only_best_accuracy=true").await;
+    let unique_expected = rows(&app, "?unique_nn=true").await;
+    let ids = |rows: &[Value]| -> Vec<Value> { rows.iter().map(|r| r["id"].clone()).collect() };
+    assert_eq!(
+        ids(&unique),
+        ids(&unique_expected)
+            .into_iter()
+            .zip(&unique_expected)
+            .filter(|(_, r)| !r["accuracy"].is_null())
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>()
+    );
+}
