@@ -23,7 +23,7 @@ pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> f64 {
 
     // Discordant pairs = inversions of y in that order (equal values are not inversions).
     let mut buffer = vec![0.0; n];
-    let swaps = merge_count(&mut ys, &mut buffer, 0);
+    let swaps = merge_count(&mut ys, &mut buffer);
     let y_ties = tied_pairs(&ys, |a, b| a == b);
 
     tau_b_from_counts(n, x_ties, y_ties, joint_ties, swaps)
@@ -57,6 +57,8 @@ pub struct RankedSeries {
     /// Dense rank of each position (equal values share one), and the same in sorted order.
     dense: Vec<u32>,
     sorted_dense: Vec<u32>,
+    /// Number of distinct values (dense ranks are `0..groups`).
+    groups: u32,
     /// Σ t(t−1)/2 over groups of equal values.
     tied_pairs: u64,
     /// No NaN and no −0.0: ranks reproduce the comparisons of [`kendall_tau_b`] exactly.
@@ -72,8 +74,18 @@ impl RankedSeries {
         let exact = values
             .iter()
             .all(|v| !(v.is_nan() || (*v == 0.0 && v.is_sign_negative())));
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_by(|&a, &b| values[a as usize].total_cmp(&values[b as usize]));
+        // `total_cmp` order, ties by position (= a stable sort by `total_cmp`), as integer keys
+        let mut keyed: Vec<(u64, u32)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let b = v.to_bits();
+                let key = if b >> 63 == 1 { !b } else { b | 1 << 63 };
+                (key, i as u32)
+            })
+            .collect();
+        keyed.sort_unstable();
+        let order: Vec<u32> = keyed.into_iter().map(|(_, i)| i).collect();
         let mut ranks = vec![0.0; n];
         let mut dense = vec![0u32; n];
         let mut sorted_dense = vec![0u32; n];
@@ -103,6 +115,7 @@ impl RankedSeries {
             order,
             dense,
             sorted_dense,
+            groups: group,
             tied_pairs,
             exact,
         }
@@ -156,8 +169,7 @@ impl RankedSeries {
             }
             start = end;
         }
-        let mut buffer = vec![0u32; n];
-        let swaps = merge_count(&mut seq, &mut buffer, 16);
+        let swaps = inversions(&seq, other.groups as usize);
         tau_b_from_counts(n, self.tied_pairs, other.tied_pairs, joint_ties, swaps)
     }
 
@@ -182,35 +194,39 @@ fn tied_pairs<T>(sorted: &[T], equal: impl Fn(&T, &T) -> bool) -> u64 {
     ties + run * (run - 1) / 2
 }
 
-/// Sorts `v` ascending and returns the number of strict inversions; slices of at most
-/// `insertion_max` elements are sorted by insertion (only for totally ordered values: with
-/// NaN the count depends on the algorithm, and the f64 callers keep the plain merge).
-fn merge_count<T: Copy + PartialOrd>(v: &mut [T], buffer: &mut [T], insertion_max: usize) -> u64 {
+/// Number of strict inversions (`i < j`, `v[i] > v[j]`) of integer ranks in `0..groups`: a
+/// Fenwick tree of the ranks seen so far (no data-dependent branches, unlike a merge, which
+/// mispredicts on every other element of random ranks; about 4× faster at 15,625 elements).
+fn inversions(v: &[u32], groups: usize) -> u64 {
+    let mut tree = vec![0u32; groups + 1];
+    let mut swaps = 0u64;
+    for (seen, &x) in v.iter().enumerate() {
+        // elements seen so far that are <= x
+        let (mut idx, mut not_greater) = (x as usize + 1, 0u64);
+        while idx > 0 {
+            not_greater += u64::from(tree[idx]);
+            idx &= idx - 1;
+        }
+        swaps += seen as u64 - not_greater;
+        let mut idx = x as usize + 1;
+        while idx <= groups {
+            tree[idx] += 1;
+            idx += idx & idx.wrapping_neg();
+        }
+    }
+    swaps
+}
+
+/// Sorts `v` ascending and returns the number of strict inversions.
+fn merge_count(v: &mut [f64], buffer: &mut [f64]) -> u64 {
     let n = v.len();
     if n < 2 {
         return 0;
     }
-    if n <= insertion_max {
-        // insertion sort: every shift moves past one strictly greater element, i.e. one strict
-        // inversion (equal values are not moved past each other, as in the merge below)
-        let mut swaps = 0u64;
-        for a in 1..n {
-            let key = v[a];
-            let mut b = a;
-            while b > 0 && key < v[b - 1] {
-                v[b] = v[b - 1];
-                b -= 1;
-            }
-            swaps += (a - b) as u64;
-            v[b] = key;
-        }
-        return swaps;
-    }
     let mid = n / 2;
     let mut swaps = {
         let (left, right) = v.split_at_mut(mid);
-        merge_count(left, &mut buffer[..mid], insertion_max)
-            + merge_count(right, &mut buffer[mid..], insertion_max)
+        merge_count(left, &mut buffer[..mid]) + merge_count(right, &mut buffer[mid..])
     };
     let (mut i, mut j, mut k) = (0, mid, 0);
     while i < mid && j < n {

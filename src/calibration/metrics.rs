@@ -125,7 +125,8 @@ pub(crate) fn compute(
     let columns = &mut ws.columns[..n * k];
     for r0 in (0..n).step_by(TILE) {
         let rows = TILE.min(n - r0);
-        for t in 0..rows {
+        let mut ys = [usize::MAX; TILE];
+        for (t, y_t) in ys.iter_mut().enumerate().take(rows) {
             let r = r0 + t;
             let row = &mut ws.tile[t * k..(t + 1) * k];
             (input.fill_row)(r, row);
@@ -137,18 +138,22 @@ pub(crate) fn compute(
                 n_correct += 1;
             }
             nll += nll_term(row[y]);
-            let mut sq = 0.0;
-            for (j, &v) in row.iter().enumerate() {
-                let d = if j == y { v - 1.0 } else { v };
-                sq += d * d;
-            }
-            brier += sq;
+            *y_t = y;
         }
+        // transpose, and each row's Brier sum (in class order, as one row at a time would)
+        // with the tile's rows as independent accumulators
+        let mut sq = [0.0f64; TILE];
         for j in 0..k {
             let col = &mut columns[j * n + r0..j * n + r0 + rows];
             for (t, out) in col.iter_mut().enumerate() {
-                *out = ws.tile[t * k + j];
+                let v = ws.tile[t * k + j];
+                *out = v;
+                let d = if j == ys[t] { v - 1.0 } else { v };
+                sq[t] += d * d;
             }
+        }
+        for &row_sum in &sq[..rows] {
+            brier += row_sum;
         }
     }
 
