@@ -702,15 +702,23 @@ async fn analysis(
             if !binned {
                 return Err(Error::BadRequest(format!("`{metric}` has no bins")));
             }
-            let rows: Vec<SeriesRow<i32>> = sqlx::query_as(
-                "select bins, array_agg(architecture_id), array_agg(value) from calibration_metrics
-                 where metric = $1 and stage = $2 and dataset = $3 group by bins",
-            )
-            .bind(&metric)
-            .bind(&stage)
-            .bind(need_dataset()?)
-            .fetch_all(pool)
-            .await?;
+            // two halves of the bin-count range, fetched concurrently (two backends)
+            let dataset = need_dataset()?;
+            let half = |lo: i32, hi: i32| {
+                sqlx::query_as::<_, SeriesRow<i32>>(
+                    "select bins, array_agg(architecture_id), array_agg(value) from calibration_metrics
+                     where metric = $1 and stage = $2 and dataset = $3 and bins between $4 and $5
+                     group by bins",
+                )
+                .bind(&metric)
+                .bind(&stage)
+                .bind(&dataset)
+                .bind(lo)
+                .bind(hi)
+                .fetch_all(pool)
+            };
+            let (mut rows, high) = tokio::try_join!(half(i32::MIN, 20), half(21, i32::MAX))?;
+            rows.extend(high);
             // Keys sort numerically: zero-padded bin counts.
             let series = series_map(rows, |b| format!("{b:06}"));
             let mut pairs = correlate_series(series, None).await?;
@@ -726,14 +734,16 @@ async fn analysis(
         }
         "accuracy" => {
             let dataset = need_dataset()?;
-            let series = figures_at(pool, &stage, &dataset, bins).await?;
-            let (ids, values): (Option<Vec<i64>>, Option<Vec<f64>>) = sqlx::query_as(
+            let runs = sqlx::query_as::<_, (Option<Vec<i64>>, Option<Vec<f64>>)>(
                 "select array_agg(architecture_id), array_agg(accuracy) from calibration_runs
                  where dataset = $1 and accuracy is not null",
             )
             .bind(&dataset)
-            .fetch_one(pool)
-            .await?;
+            .fetch_one(pool);
+            let (series, (ids, values)) =
+                tokio::try_join!(figures_at(pool, &stage, &dataset, bins), async {
+                    Ok(runs.await?)
+                })?;
             let accuracy = analysis::Series {
                 ids: ids.unwrap_or_default(),
                 values: values.unwrap_or_default(),
@@ -846,23 +856,28 @@ async fn figures_at(
     dataset: &str,
     bins: i32,
 ) -> Result<BTreeMap<String, analysis::Series>> {
-    let metrics: Vec<&str> = BINNED_METRICS
+    let metrics: Vec<&'static str> = BINNED_METRICS
         .iter()
         .chain(SCALAR_METRICS.iter())
         .copied()
         .filter(|m| *m != "accuracy")
         .collect();
-    let rows: Vec<SeriesRow<String>> = sqlx::query_as(
-        "select case when bins = 0 then metric else metric || '@' || bins end,
-                array_agg(architecture_id), array_agg(value)
-         from calibration_metrics where stage = $1 and dataset = $2 and bins = any(array[0, $3]) and metric = any($4)
-         group by metric, bins",
-    )
-    .bind(stage)
-    .bind(dataset)
-    .bind(bins)
-    .bind(&metrics)
-    .fetch_all(pool)
-    .await?;
+    // two halves of the metric list, fetched concurrently (two backends)
+    let (first, second) = metrics.split_at(metrics.len() / 2);
+    let half = |names: Vec<&'static str>| {
+        sqlx::query_as::<_, SeriesRow<String>>(
+            "select case when bins = 0 then metric else metric || '@' || bins end,
+                    array_agg(architecture_id), array_agg(value)
+             from calibration_metrics where stage = $1 and dataset = $2 and bins = any(array[0, $3]) and metric = any($4)
+             group by metric, bins",
+        )
+        .bind(stage)
+        .bind(dataset)
+        .bind(bins)
+        .bind(names)
+        .fetch_all(pool)
+    };
+    let (mut rows, rest) = tokio::try_join!(half(first.to_vec()), half(second.to_vec()))?;
+    rows.extend(rest);
     Ok(series_map(rows, |k| k))
 }
