@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::stats::{average_ranks, kendall_tau_b, pearson, spearman};
+use crate::stats::{RankedSeries, kendall_tau_b, spearman};
 
 /// Rank agreement of two series over the architectures they share.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -22,48 +22,173 @@ pub struct PairCorrelation {
     pub spearman: Option<f64>,
 }
 
+/// One series of figures: architecture ids (unique, in any order) with their values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    pub ids: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+impl Series {
+    /// Sorted by id.
+    fn sorted(mut self) -> Self {
+        assert_eq!(self.ids.len(), self.values.len(), "Series: lengths differ");
+        if !self.ids.is_sorted() {
+            let mut pairs: Vec<(i64, f64)> = self.ids.iter().copied().zip(self.values).collect();
+            pairs.sort_unstable_by_key(|p| p.0);
+            (self.ids, self.values) = pairs.into_iter().unzip();
+        }
+        debug_assert!(
+            self.ids.windows(2).all(|w| w[0] < w[1]),
+            "Series: duplicate ids"
+        );
+        self
+    }
+}
+
+impl From<&HashMap<i64, f64>> for Series {
+    fn from(map: &HashMap<i64, f64>) -> Self {
+        let (ids, values) = map.iter().map(|(&id, &v)| (id, v)).unzip();
+        Self { ids, values }
+    }
+}
+
 /// Every pair of series (in key order), each correlated over the architectures both contain.
-/// When all series cover the same architectures (the usual case: one benchmark, every figure),
-/// each series is aligned and ranked once instead of once per pair.
 pub fn pairwise(series: &BTreeMap<String, HashMap<i64, f64>>) -> Vec<PairCorrelation> {
-    let keys: Vec<&String> = series.keys().collect();
-    let first = series.values().next();
-    let same_ids = first.is_some_and(|f| {
+    pairwise_series(
         series
-            .values()
-            .all(|s| s.len() == f.len() && s.keys().all(|id| f.contains_key(id)))
-    });
-    let mut out = Vec::new();
-    if same_ids {
-        let mut ids: Vec<i64> = first
-            .map(|f| f.keys().copied().collect())
-            .unwrap_or_default();
-        ids.sort_unstable();
-        let aligned: Vec<Vec<f64>> = keys
             .iter()
-            .map(|k| ids.iter().map(|id| series[*k][id]).collect())
+            .map(|(k, s)| (k.clone(), Series::from(s)))
+            .collect(),
+    )
+}
+
+/// [`pairwise`] on [`Series`]: every pair (in key order), each over the architectures both
+/// contain. When all series cover the same architectures (the usual case: one benchmark, every
+/// figure), each series is aligned and ranked once instead of once per pair, and the pairs are
+/// computed on all cores; the values are the same either way.
+pub fn pairwise_series(series: BTreeMap<String, Series>) -> Vec<PairCorrelation> {
+    let n = series.len();
+    let pairs: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+        .collect();
+    let (names, series) = series.into_iter().unzip();
+    correlations(names, series, &pairs)
+}
+
+/// Each series against `reference` (named `reference_name`), in key order: the same values as
+/// [`correlate`] on each pair.
+pub fn against(
+    series: BTreeMap<String, Series>,
+    reference_name: &str,
+    reference: Series,
+) -> Vec<PairCorrelation> {
+    let n = series.len();
+    let pairs: Vec<(usize, usize)> = (0..n).map(|i| (i, n)).collect();
+    let (mut names, mut series): (Vec<String>, Vec<Series>) = series.into_iter().unzip();
+    names.push(reference_name.to_string());
+    series.push(reference);
+    correlations(names, series, &pairs)
+}
+
+/// Pairs `(i, j)` of `series`; each result equals `correlate(names[i], .., names[j], ..)`.
+fn correlations(
+    names: Vec<String>,
+    series: Vec<Series>,
+    pairs: &[(usize, usize)],
+) -> Vec<PairCorrelation> {
+    let series: Vec<Series> = series.into_iter().map(Series::sorted).collect();
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let result = |(i, j): (usize, usize), n: usize, tau: f64, rho: f64| PairCorrelation {
+        a: names[i].clone(),
+        b: names[j].clone(),
+        n,
+        kendall_tau_b: finite(tau),
+        spearman: finite(rho),
+    };
+    let same_ids = series.iter().all(|s| s.ids == series[0].ids);
+    if same_ids && !series.is_empty() {
+        let len = series[0].ids.len();
+        let big = len * pairs.len() >= 20_000;
+        let values: Vec<Vec<f64>> = series.into_iter().map(|s| s.values).collect();
+        let ranked = parallel_map(&values, big, |v| RankedSeries::new(v.clone()));
+        let stats = parallel_map(pairs, big, |&(i, j)| {
+            (
+                ranked[i].kendall_tau_b(&ranked[j]),
+                ranked[i].spearman(&ranked[j]),
+            )
+        });
+        return pairs
+            .iter()
+            .zip(stats)
+            .map(|(&p, (tau, rho))| result(p, len, tau, rho))
             .collect();
-        let ranks: Vec<Vec<f64>> = aligned.iter().map(|v| average_ranks(v)).collect();
-        let finite = |v: f64| v.is_finite().then_some(v);
-        for i in 0..keys.len() {
-            for j in i + 1..keys.len() {
-                out.push(PairCorrelation {
-                    a: keys[i].clone(),
-                    b: keys[j].clone(),
-                    n: ids.len(),
-                    kendall_tau_b: finite(kendall_tau_b(&aligned[i], &aligned[j])),
-                    spearman: finite(pearson(&ranks[i], &ranks[j])),
-                });
+    }
+    pairs
+        .iter()
+        .map(|&(i, j)| {
+            // the shared ids in id order, as `correlate`
+            let (a, b) = (&series[i], &series[j]);
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            let (mut p, mut q) = (0, 0);
+            while p < a.ids.len() && q < b.ids.len() {
+                match a.ids[p].cmp(&b.ids[q]) {
+                    std::cmp::Ordering::Less => p += 1,
+                    std::cmp::Ordering::Greater => q += 1,
+                    std::cmp::Ordering::Equal => {
+                        x.push(a.values[p]);
+                        y.push(b.values[q]);
+                        p += 1;
+                        q += 1;
+                    }
+                }
             }
-        }
-        return out;
+            result((i, j), x.len(), kendall_tau_b(&x, &y), spearman(&x, &y))
+        })
+        .collect()
+}
+
+/// `items.iter().map(f)`, on all cores (scoped threads, items interleaved) when `parallel`.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    parallel: bool,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = if parallel {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(items.len())
+            .min(8)
+    } else {
+        1
+    };
+    if threads <= 1 {
+        return items.iter().map(f).collect();
     }
-    for (i, a) in keys.iter().enumerate() {
-        for b in &keys[i + 1..] {
-            out.push(correlate(a, &series[*a], b, &series[*b]));
+    let run = |t: usize| -> Vec<(usize, R)> {
+        items
+            .iter()
+            .enumerate()
+            .skip(t)
+            .step_by(threads)
+            .map(|(i, x)| (i, f(x)))
+            .collect()
+    };
+    let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..threads).map(|t| scope.spawn(move || run(t))).collect();
+        let mine = run(0);
+        for (i, r) in handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("analysis worker panicked"))
+            .chain(mine)
+        {
+            out[i] = Some(r);
         }
-    }
-    out
+    });
+    out.into_iter()
+        .map(|r| r.expect("every item mapped"))
+        .collect()
 }
 
 /// Correlation of two series over their shared architectures (in id order, for determinism).
@@ -188,6 +313,49 @@ mod tests {
             assert_eq!(p, &slow);
         }
         assert_eq!(fast.len(), 3);
+    }
+
+    #[test]
+    fn parallel_and_against_equal_correlate() {
+        // large enough for the threaded path; ids shuffled, values with ties
+        let ids: Vec<i64> = (0..12_000).map(|i| (i * 7_919) % 12_000 + 5).collect();
+        let mut s = BTreeMap::new();
+        for (k, salt) in [("p", 3u64), ("q", 5), ("r", 11), ("s", 13)] {
+            let m: HashMap<i64, f64> = ids
+                .iter()
+                .map(|&id| (id, ((id as u64 * salt) % 997) as f64 / 997.0))
+                .collect();
+            s.insert(k.to_string(), m);
+        }
+        let fast = pairwise(&s);
+        assert_eq!(fast.len(), 6);
+        for p in &fast {
+            assert_eq!(p, &correlate(&p.a, &s[&p.a], &p.b, &s[&p.b]));
+        }
+        let reference: HashMap<i64, f64> = ids.iter().map(|&id| (id, (id % 89) as f64)).collect();
+        let series: BTreeMap<String, Series> = s
+            .iter()
+            .map(|(k, m)| (k.clone(), Series::from(m)))
+            .collect();
+        let got = against(series.clone(), "acc", Series::from(&reference));
+        let want: Vec<PairCorrelation> = s
+            .iter()
+            .map(|(k, m)| correlate(k, m, "acc", &reference))
+            .collect();
+        assert_eq!(got, want);
+        // a reference covering only some architectures: the per-pair path
+        let partial: HashMap<i64, f64> = reference
+            .iter()
+            .filter(|(id, _)| *id % 3 != 0)
+            .map(|(&id, &v)| (id, v))
+            .collect();
+        let got = against(series, "acc", Series::from(&partial));
+        let want: Vec<PairCorrelation> = s
+            .iter()
+            .map(|(k, m)| correlate(k, m, "acc", &partial))
+            .collect();
+        assert_eq!(got, want);
+        assert!(want[0].n < 12_000);
     }
 
     #[test]

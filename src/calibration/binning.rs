@@ -349,8 +349,9 @@ impl SortedScores {
         }
     }
 
-    fn equal_width_cuts(rule: BinRule, n_bins: usize) -> impl Iterator<Item = (Cut, usize)> {
-        let edges = rule.edges(n_bins);
+    /// Cuts of the equal-width bins under `rule` with `edges = rule.edges(n_bins)`.
+    fn equal_width_cuts(rule: BinRule, edges: &[f64]) -> impl Iterator<Item = (Cut, usize)> + '_ {
+        let n_bins = edges.len() - 1;
         let (last, make): (usize, fn(f64) -> Cut) = match rule {
             BinRule::RightClosed => (n_bins, Cut::Le),
             BinRule::LeftClosed => (n_bins + 1, Cut::Lt),
@@ -387,7 +388,8 @@ impl SortedScores {
     /// Statistics of the equal-width bins (`rule.bin_count(n_bins)` entries).
     pub fn equal_width_bins(&self, rule: BinRule, n_bins: usize) -> Vec<BinStats> {
         let mut out = Vec::with_capacity(rule.bin_count(n_bins));
-        self.walk(Self::equal_width_cuts(rule, n_bins), |s| out.push(s));
+        let edges = rule.edges(n_bins);
+        self.walk(Self::equal_width_cuts(rule, &edges), |s| out.push(s));
         out
     }
 
@@ -400,9 +402,55 @@ impl SortedScores {
 
     /// ECE / MCE / RMSCE with `n_bins` equal-width bins under `rule`.
     pub fn equal_width_errors(&self, rule: BinRule, n_bins: usize) -> CalibrationErrors {
+        self.equal_width_errors_at(rule, &rule.edges(n_bins))
+    }
+
+    /// [`Self::equal_width_errors`] with the edges `rule.edges(n_bins)` computed by the caller
+    /// (once for many score sets).
+    pub(crate) fn equal_width_errors_at(&self, rule: BinRule, edges: &[f64]) -> CalibrationErrors {
         let mut acc = ErrorAccumulator::new(self.len());
-        self.walk(Self::equal_width_cuts(rule, n_bins), |s| acc.add(s));
+        self.walk_nonempty_equal_width(rule, edges, |s| acc.add(s));
         acc.finish()
+    }
+
+    /// The non-empty bins of [`Self::equal_width_bins`] (with `edges = rule.edges(n_bins)`), in
+    /// order, with the same statistics: instead of stepping through every bin, the walk jumps
+    /// over runs of empty bins by a binary search of the edges for the next score. Scores
+    /// crowd into a few bins (most of a class column is near 0), so at 500 bins this visits a
+    /// fraction of them. Empty bins do not count in ECE, MCE or RMSCE.
+    fn walk_nonempty_equal_width(&self, rule: BinRule, edges: &[f64], mut f: impl FnMut(BinStats)) {
+        let n_bins = edges.len() - 1;
+        let (cuts, make): (usize, fn(f64) -> Cut) = match rule {
+            BinRule::RightClosed => (n_bins - 1, Cut::Le),
+            BinRule::LeftClosed => (n_bins, Cut::Lt),
+            BinRule::NumpyHistogram => (n_bins - 1, Cut::Lt),
+        };
+        // cut j (0-based) is the upper boundary of bin j: make(edges[j + 1]); the bin after
+        // the last cut takes the rest
+        let upper = &edges[1..=cuts];
+        let n = self.values.len();
+        let (mut a, mut p, mut j) = (0usize, 0usize, 0usize);
+        while j < cuts && a < n {
+            let v = self.values[a];
+            // first cut at or after j that admits v (cuts admit a prefix of the sorted scores,
+            // and an edge admitting v admits it under every later, larger edge)
+            if !make(upper[j]).admits(v) {
+                j += 1 + upper[j + 1..].partition_point(|&e| !make(e).admits(v));
+                if j == cuts {
+                    break;
+                }
+            }
+            let cut = make(upper[j]);
+            let a2 = advance(&self.values, a, cut);
+            let p2 = advance(&self.positives, p, cut);
+            f(self.stats(a, a2, p, p2));
+            a = a2;
+            p = p2;
+            j += 1;
+        }
+        if a < n {
+            f(self.stats(a, n, p, self.positives.len()));
+        }
     }
 
     /// ECE / MCE / RMSCE with `n_bins` equal-mass bins.
@@ -431,10 +479,11 @@ impl SortedScores {
 /// Reusable buffers for sorting non-negative finite `f64` values.
 ///
 /// Non-negative IEEE-754 doubles order like their bit patterns, so the values are sorted as
-/// `u64` keys: an LSD radix sort (three 11-bit passes, constant digits skipped) on the high 33
-/// bits, then every run of equal high bits (values within a relative 2^-21 of each other) is
-/// finished by insertion sort (short runs) or `sort_unstable`. Runs are short for spread-out scores, so this is linear in practice; in the
-/// worst case (all values in one run) it is one `sort_unstable`.
+/// `u64` keys: an LSD radix sort (11-bit digits, constant digits skipped) on the high bits —
+/// two passes (22 bits: sign, exponent and 10 mantissa bits) for up to 65,536 values, three
+/// (33 bits) above — then every run of equal high bits is finished by insertion sort (short
+/// runs) or `sort_unstable`. Runs are short for spread-out scores, so this is linear in
+/// practice; in the worst case (all values in one run) it is one `sort_unstable`.
 #[derive(Default)]
 pub(crate) struct Sorter {
     keys: Vec<u64>,
@@ -444,8 +493,9 @@ pub(crate) struct Sorter {
 
 const DIGIT_BITS: u32 = 11;
 const RADIX: usize = 1 << DIGIT_BITS;
-const LOW_BITS: u32 = 31; // bits below this are ordered by the run fix-up
-const PASSES: usize = 3; // 31 + 3 * 11 = 64
+const MAX_PASSES: usize = 3; // 31 + 3 * 11 = 64
+/// Up to this many values two passes suffice: runs of equal high 22 bits stay short.
+const TWO_PASS_MAX: usize = 1 << 16;
 
 impl Sorter {
     /// Sorts `v` ascending.
@@ -469,20 +519,32 @@ impl Sorter {
             self.keys.sort_unstable();
             return &self.keys;
         }
+        let passes = if n <= TWO_PASS_MAX { 2 } else { MAX_PASSES };
+        // bits below `low_bits` are ordered by the run fix-up
+        let low_bits = 64 - passes as u32 * DIGIT_BITS;
         self.tmp.resize(n, 0);
-        self.hist.resize(PASSES, [0; RADIX]);
-        for h in self.hist.iter_mut() {
+        self.hist.resize(MAX_PASSES, [0; RADIX]);
+        for h in self.hist.iter_mut().take(passes) {
             h.fill(0);
         }
         let digit =
-            |k: u64, p: usize| ((k >> (LOW_BITS + p as u32 * DIGIT_BITS)) as usize) & (RADIX - 1);
-        for &k in &self.keys {
-            for (p, h) in self.hist.iter_mut().enumerate() {
-                h[digit(k, p)] += 1;
+            |k: u64, p: usize| ((k >> (low_bits + p as u32 * DIGIT_BITS)) as usize) & (RADIX - 1);
+        if passes == 2 {
+            let (h0, rest) = self.hist.split_at_mut(1);
+            let (h0, h1) = (&mut h0[0], &mut rest[0]);
+            for &k in &self.keys {
+                h0[digit(k, 0)] += 1;
+                h1[digit(k, 1)] += 1;
+            }
+        } else {
+            for &k in &self.keys {
+                for (p, h) in self.hist.iter_mut().enumerate() {
+                    h[digit(k, p)] += 1;
+                }
             }
         }
         let mut swapped = false;
-        for p in 0..PASSES {
+        for p in 0..passes {
             let (src, dst) = if swapped {
                 (&self.tmp, &mut self.keys)
             } else {
@@ -512,9 +574,9 @@ impl Sorter {
         };
         let mut i = 0;
         while i < n {
-            let high = out[i] >> LOW_BITS;
+            let high = out[i] >> low_bits;
             let mut j = i + 1;
-            while j < n && out[j] >> LOW_BITS == high {
+            while j < n && out[j] >> low_bits == high {
                 j += 1;
             }
             let run = &mut out[i..j];
@@ -671,6 +733,48 @@ mod tests {
     }
 
     #[test]
+    fn skipping_walk_equals_walk_over_every_bin() {
+        let mut state = 0x0bad_cafe_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..40 {
+            let n = 1 + (next() % 400) as usize;
+            let conf: Vec<f64> = (0..n)
+                .map(|i| match (i + case) % 5 {
+                    // on edges, at 0 and 1, crowded near 0, and spread out
+                    0 => (next() % 21) as f64 / 20.0,
+                    1 => (next() % 1000) as f64 * 1e-6,
+                    2 => 1.0,
+                    _ => (next() >> 11) as f64 / (1u64 << 53) as f64,
+                })
+                .collect();
+            let correct: Vec<u8> = (0..n).map(|_| (next() % 2) as u8).collect();
+            let s = scores(&conf, &correct);
+            for rule in [
+                BinRule::RightClosed,
+                BinRule::LeftClosed,
+                BinRule::NumpyHistogram,
+            ] {
+                for b in [1, 2, 3, 5, 10, 15, 20, 100, 500] {
+                    let mut acc = ErrorAccumulator::new(s.len());
+                    for bin in s.equal_width_bins(rule, b) {
+                        acc.add(bin);
+                    }
+                    assert_eq!(
+                        s.equal_width_errors(rule, b),
+                        acc.finish(),
+                        "case {case} {rule:?} B={b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn radix_sort_matches_std_sort() {
         let mut state = 0x1234_5678_9abc_def0u64;
         let mut next = || {
@@ -680,7 +784,7 @@ mod tests {
             state
         };
         let mut sorter = Sorter::default();
-        for n in [0usize, 1, 255, 256, 1000, 5000, 20_000] {
+        for n in [0usize, 1, 255, 256, 1000, 5000, 20_000, 70_000] {
             let mut v: Vec<f64> = (0..n)
                 .map(|i| match i % 9 {
                     0 => 0.0,

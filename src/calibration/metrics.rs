@@ -72,57 +72,92 @@ pub(crate) struct MetricOptions<'a> {
     pub mmce_width: f64,
 }
 
-/// Probabilities (row-major, K columns) with labels and the predicted classes to use (kept
-/// fixed across temperature scaling so that accuracy cannot change). Sample `r` is row
-/// `rows[r]` of `probs` if `rows` is given, else row `r`.
-#[derive(Clone, Copy)]
+/// The samples to evaluate: `labels.len()` rows of K probabilities, row `r` written by
+/// `fill_row(r, out)`, with labels and the predicted classes to use (kept fixed across
+/// temperature scaling so that accuracy cannot change).
 pub(crate) struct MetricInput<'a> {
-    pub probs: &'a [f64],
-    pub rows: Option<&'a [usize]>,
     pub n_classes: usize,
     pub labels: &'a [usize],
     pub predicted: &'a [usize],
-}
-
-impl MetricInput<'_> {
-    #[inline]
-    fn row(&self, r: usize) -> &[f64] {
-        let i = self.rows.map_or(r, |rows| rows[r]);
-        &self.probs[i * self.n_classes..(i + 1) * self.n_classes]
-    }
+    pub fill_row: &'a mut dyn FnMut(usize, &mut [f64]),
 }
 
 /// Buffers reused across metric computations (pre and post).
 #[derive(Default)]
 pub(crate) struct Workspace {
     sorter: Sorter,
-    block: Vec<f64>,
+    /// The probabilities column-major (K columns of N), written once per metric set.
+    columns: Vec<f64>,
+    /// A few rows at a time, transposed into `columns` one cache line per column.
+    tile: Vec<f64>,
     column: Option<SortedScores>,
     by_label: Vec<usize>,
 }
 
+/// Rows per tile of the transposition: 8 f64 = one cache line of each column.
+const TILE: usize = 8;
+
 /// Computes the metric set and returns it with the sorted top-label scores (for reliability data).
 pub(crate) fn compute(
-    input: &MetricInput<'_>,
+    input: &mut MetricInput<'_>,
     opts: &MetricOptions<'_>,
     ws: &mut Workspace,
 ) -> (MetricSet, SortedScores) {
     let n = input.labels.len();
     let k = input.n_classes;
     let nf = n as f64;
+    let edges: Vec<Vec<f64>> = opts
+        .bin_counts
+        .iter()
+        .map(|&b| opts.rule.edges(b))
+        .collect();
 
-    // ---- top-label ----
+    // ---- one pass over the rows: top-label confidences, NLL, Brier, and the transpose ----
     let mut conf = Vec::with_capacity(n);
     let mut correct_conf = Vec::new();
     let mut n_correct = 0usize;
-    for i in 0..n {
-        let c = input.row(i)[input.predicted[i]];
-        conf.push(c);
-        if input.predicted[i] == input.labels[i] {
-            correct_conf.push(c);
-            n_correct += 1;
+    let mut nll = 0.0;
+    let mut brier = 0.0;
+    if ws.columns.len() < n * k {
+        ws.columns.resize(n * k, 0.0);
+    }
+    ws.tile.resize(TILE * k, 0.0);
+    let columns = &mut ws.columns[..n * k];
+    for r0 in (0..n).step_by(TILE) {
+        let rows = TILE.min(n - r0);
+        let mut ys = [usize::MAX; TILE];
+        for (t, y_t) in ys.iter_mut().enumerate().take(rows) {
+            let r = r0 + t;
+            let row = &mut ws.tile[t * k..(t + 1) * k];
+            (input.fill_row)(r, row);
+            let (p, y) = (input.predicted[r], input.labels[r]);
+            let c = row[p];
+            conf.push(c);
+            if p == y {
+                correct_conf.push(c);
+                n_correct += 1;
+            }
+            nll += nll_term(row[y]);
+            *y_t = y;
+        }
+        // transpose, and each row's Brier sum (in class order, as one row at a time would)
+        // with the tile's rows as independent accumulators
+        let mut sq = [0.0f64; TILE];
+        for j in 0..k {
+            let col = &mut columns[j * n + r0..j * n + r0 + rows];
+            for (t, out) in col.iter_mut().enumerate() {
+                let v = ws.tile[t * k + j];
+                *out = v;
+                let d = if j == ys[t] { v - 1.0 } else { v };
+                sq[t] += d * d;
+            }
+        }
+        for &row_sum in &sq[..rows] {
+            brier += row_sum;
         }
     }
+
+    // ---- top-label ----
     let kdece = kde_ece(&conf, &correct_conf);
     let top = SortedScores::from_unsorted(conf, correct_conf, &mut ws.sorter);
 
@@ -130,8 +165,8 @@ pub(crate) fn compute(
     let mut ece_em = BinMap::new();
     let mut mce = BinMap::new();
     let mut rmsce = BinMap::new();
-    for &b in opts.bin_counts {
-        let e = top.equal_width_errors(opts.rule, b);
+    for (&b, e) in opts.bin_counts.iter().zip(&edges) {
+        let e = top.equal_width_errors_at(opts.rule, e);
         ece.insert(b, e.ece);
         mce.insert(b, e.mce);
         rmsce.insert(b, e.rmsce);
@@ -141,21 +176,9 @@ pub(crate) fn compute(
     let mmce = mmce(&top, opts.mmce_width);
 
     // ---- classwise ----
-    let (cwce, cwce_em) = classwise(input, opts, ws);
+    let (cwce, cwce_em) = classwise(input, opts, &edges, ws);
 
     // ---- proper scores ----
-    let mut nll = 0.0;
-    let mut brier = 0.0;
-    for (r, &y) in input.labels.iter().enumerate() {
-        let row = input.row(r);
-        nll += nll_term(row[y]);
-        let mut sq = 0.0;
-        for (j, &p) in row.iter().enumerate() {
-            let d = if j == y { p - 1.0 } else { p };
-            sq += d * d;
-        }
-        brier += sq;
-    }
     nll /= nf;
     brier /= nf;
     brier = match opts.brier {
@@ -227,11 +250,12 @@ pub fn mmce(top: &SortedScores, width: f64) -> f64 {
     (total.max(0.0)).sqrt() / n
 }
 
-/// Classwise ECE at every bin count, equal width and equal mass: every class's column is
-/// sorted once (O(N log N), radix sort) and reused for all bin counts.
+/// Classwise ECE at every bin count, equal width and equal mass: every class's column (of
+/// `ws.columns`) is sorted once (O(N log N), radix sort) and reused for all bin counts.
 fn classwise(
     input: &MetricInput<'_>,
     opts: &MetricOptions<'_>,
+    edges: &[Vec<f64>],
     ws: &mut Workspace,
 ) -> (BinMap, BinMap) {
     let n = input.labels.len();
@@ -257,30 +281,16 @@ fn classwise(
         .column
         .get_or_insert_with(|| SortedScores::from_unsorted(Vec::new(), Vec::new(), &mut ws.sorter));
 
-    // columns are copied out BLOCK at a time (a few cache lines of each row per block), so
-    // the matrix is read in a few passes without materialising a full transpose
-    const BLOCK: usize = 32;
-    ws.block.resize(BLOCK * n, 0.0);
     let nb = opts.bin_counts.len();
     let mut ew = vec![0.0; nb];
     let mut em = vec![0.0; nb];
-    for c0 in (0..k).step_by(BLOCK) {
-        let w = BLOCK.min(k - c0);
-        for r in 0..n {
-            let row = &input.row(r)[c0..c0 + w];
-            for (j, &v) in row.iter().enumerate() {
-                ws.block[j * n + r] = v;
-            }
-        }
-        for j in 0..w {
-            let c = c0 + j;
-            let col = &ws.block[j * n..(j + 1) * n];
-            let positives = by_label[start[c]..start[c + 1]].iter().map(|&i| col[i]);
-            s.refill(col.iter().copied(), positives, &mut ws.sorter);
-            for (b_idx, &b) in opts.bin_counts.iter().enumerate() {
-                ew[b_idx] += s.equal_width_errors(opts.rule, b).ece;
-                em[b_idx] += s.equal_mass_errors(b).ece;
-            }
+    for c in 0..k {
+        let col = &ws.columns[c * n..(c + 1) * n];
+        let positives = by_label[start[c]..start[c + 1]].iter().map(|&i| col[i]);
+        s.refill(col.iter().copied(), positives, &mut ws.sorter);
+        for (b_idx, &b) in opts.bin_counts.iter().enumerate() {
+            ew[b_idx] += s.equal_width_errors_at(opts.rule, &edges[b_idx]).ece;
+            em[b_idx] += s.equal_mass_errors(b).ece;
         }
     }
     let kf = k as f64;

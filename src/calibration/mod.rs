@@ -168,20 +168,20 @@ pub fn evaluate(
     let n = predictions.n_samples();
     let labels = predictions.labels();
     let probs = predictions.probabilities();
-    let predicted = predictions.predicted_classes();
     let mut ws = Workspace::default();
     let reliability =
         |top: &SortedScores| reliability_bins(top, config.bin_rule, config.reliability_bins);
 
     let Some(ts) = &config.temperature_scaling else {
-        let input = MetricInput {
-            probs,
-            rows: None,
+        let predicted = predictions.predicted_classes();
+        let mut fill = |r: usize, out: &mut [f64]| out.copy_from_slice(&probs[r * k..(r + 1) * k]);
+        let mut input = MetricInput {
             n_classes: k,
             labels,
             predicted: &predicted,
+            fill_row: &mut fill,
         };
-        let (pre, top) = metrics::compute(&input, &opts, &mut ws);
+        let (pre, top) = metrics::compute(&mut input, &opts, &mut ws);
         return Ok(CalibrationReport {
             pre,
             post: None,
@@ -244,22 +244,28 @@ pub fn evaluate(
     let n_eval = eval_rows.map_or(n, <[usize]>::len);
     let sample = |r: usize| eval_rows.map_or(r, |rows| rows[r]);
     let y_eval: Vec<usize> = (0..n_eval).map(|r| labels[sample(r)]).collect();
-    let pred_eval: Vec<usize> = (0..n_eval).map(|r| predicted[sample(r)]).collect();
-    let pre_input = MetricInput {
-        probs,
-        rows: eval_rows,
+    // predicted classes of the evaluated samples only
+    let pred_eval: Vec<usize> = (0..n_eval)
+        .map(|r| input::argmax(&probs[sample(r) * k..(sample(r) + 1) * k]))
+        .collect();
+    let mut fill_pre = |r: usize, out: &mut [f64]| {
+        let i = sample(r);
+        out.copy_from_slice(&probs[i * k..(i + 1) * k]);
+    };
+    let mut pre_input = MetricInput {
         n_classes: k,
         labels: &y_eval,
         predicted: &pred_eval,
+        fill_row: &mut fill_pre,
     };
-    let (pre, top_pre) = metrics::compute(&pre_input, &opts, &mut ws);
+    let (pre, top_pre) = metrics::compute(&mut pre_input, &opts, &mut ws);
     let (post, top_post) = if temperature == 1.0 {
         (pre.clone(), top_pre.clone())
     } else {
+        // the scaled probabilities go straight into the metric pass, row by row
         let inv = 1.0 / temperature;
-        let mut p_post = vec![0.0; n_eval * k];
         let mut z = vec![0.0; k];
-        for (r, out) in p_post.chunks_exact_mut(k).enumerate() {
+        let mut fill_post = |r: usize, out: &mut [f64]| {
             let i = sample(r);
             match predictions.logits() {
                 Some(logits) => softmax_into(&logits[i * k..(i + 1) * k], inv, out),
@@ -268,13 +274,14 @@ pub fn evaluate(
                     softmax_into(&z, inv, out);
                 }
             }
-        }
-        let post_input = MetricInput {
-            probs: &p_post,
-            rows: None,
-            ..pre_input
         };
-        metrics::compute(&post_input, &opts, &mut ws)
+        let mut post_input = MetricInput {
+            n_classes: k,
+            labels: &y_eval,
+            predicted: &pred_eval,
+            fill_row: &mut fill_post,
+        };
+        metrics::compute(&mut post_input, &opts, &mut ws)
     };
     Ok(CalibrationReport {
         pre,

@@ -121,16 +121,34 @@ pub struct TemperatureFit {
     pub evaluations: usize,
 }
 
+/// Log-scores shifted by their row maximum, `d = z − max z` (≤ 0), with `d_y` per row: computed
+/// once per fit instead of once per objective evaluation.
+struct Shifted {
+    d: Vec<f64>,
+    dy: Vec<f64>,
+}
+
+impl Shifted {
+    fn new(z: &[f64], k: usize, labels: &[usize]) -> Self {
+        let mut d = Vec::with_capacity(z.len());
+        let mut dy = Vec::with_capacity(labels.len());
+        for (row, &y) in z.chunks_exact(k).zip(labels) {
+            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            d.extend(row.iter().map(|&v| v - m));
+            dy.push(row[y] - m);
+        }
+        Self { d, dy }
+    }
+}
+
 /// Mean NLL and its first two derivatives with respect to β at `beta`, in one pass over the
-/// logits (one `exp` each). The second derivative (only used for the Newton step, not for the
+/// shifted logits (one `exp` each). The second derivative (only used for the Newton step, not for the
 /// convergence test) comes from the raw second moment, `E[d²] − E[d]²`, with `d = z − max z`.
-fn objective(z: &[f64], k: usize, labels: &[usize], beta: f64) -> (f64, f64, f64) {
+fn objective(z: &Shifted, k: usize, beta: f64) -> (f64, f64, f64) {
     let (mut f, mut g, mut h) = (0.0, 0.0, 0.0);
-    for (row, &y) in z.chunks_exact(k).zip(labels) {
-        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    for (row, &zy) in z.d.chunks_exact(k).zip(&z.dy) {
         let (mut s, mut s1, mut s2) = (0.0, 0.0, 0.0);
-        for &v in row {
-            let d = v - m; // <= 0
+        for &d in row {
             let w = super::fastmath::exp(beta * d);
             s += w;
             s1 += w * d;
@@ -138,12 +156,11 @@ fn objective(z: &[f64], k: usize, labels: &[usize], beta: f64) -> (f64, f64, f64
         }
         let mean = s1 / s; // E[z - m]
         let var = (s2 / s - mean * mean).max(0.0);
-        let zy = row[y] - m;
         f += s.ln() - beta * zy; // logsumexp(β z) − β z_y, shifted by β m on both terms
         g += mean - zy;
         h += var;
     }
-    let n = labels.len() as f64;
+    let n = z.dy.len() as f64;
     (f / n, g / n, h / n)
 }
 
@@ -157,9 +174,10 @@ pub fn fit_temperature(
 ) -> TemperatureFit {
     const STEP_TOL: f64 = 1e-7;
     let mut evals = 0usize;
+    let shifted = Shifted::new(z, n_classes, labels);
     let mut eval = |beta: f64| {
         evals += 1;
-        objective(z, n_classes, labels, beta)
+        objective(&shifted, n_classes, beta)
     };
     let (beta_min, beta_max) = (1.0 / max_temperature, 1.0 / min_temperature);
     let (f1, g1, h1) = eval(1.0);

@@ -2,7 +2,7 @@
 //! architecture and dataset, list and filter them, and answer the calibration benchmark's
 //! questions (`/v1/calibration/analysis`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use axum::Json;
@@ -687,34 +687,41 @@ async fn analysis(
     let pool = &ctx.pool;
     match q.kind.as_str() {
         "datasets" => {
-            let rows: Vec<(String, i64, f64)> = sqlx::query_as(
-                "select dataset, architecture_id, value from calibration_metrics where metric = $1 and bins = $2 and stage = $3",
+            let rows: Vec<SeriesRow<String>> = sqlx::query_as(
+                "select dataset, array_agg(architecture_id), array_agg(value) from calibration_metrics
+                 where metric = $1 and bins = $2 and stage = $3 group by dataset",
             )
             .bind(&metric)
             .bind(bins)
             .bind(&stage)
             .fetch_all(pool)
             .await?;
-            out.correlations = Some(analysis::pairwise(&group_series(rows)));
+            out.correlations = Some(correlate_series(series_map(rows, |d| d), None).await?);
         }
         "bins" => {
             if !binned {
                 return Err(Error::BadRequest(format!("`{metric}` has no bins")));
             }
-            let rows: Vec<(i32, i64, f64)> = sqlx::query_as(
-                "select bins, architecture_id, value from calibration_metrics where metric = $1 and stage = $2 and dataset = $3",
-            )
-            .bind(&metric)
-            .bind(&stage)
-            .bind(need_dataset()?)
-            .fetch_all(pool)
-            .await?;
+            // two halves of the bin-count range, fetched concurrently (two backends)
+            let dataset = need_dataset()?;
+            let half = |lo: i32, hi: i32| {
+                sqlx::query_as::<_, SeriesRow<i32>>(
+                    "select bins, array_agg(architecture_id), array_agg(value) from calibration_metrics
+                     where metric = $1 and stage = $2 and dataset = $3 and bins between $4 and $5
+                     group by bins",
+                )
+                .bind(&metric)
+                .bind(&stage)
+                .bind(&dataset)
+                .bind(lo)
+                .bind(hi)
+                .fetch_all(pool)
+            };
+            let (mut rows, high) = tokio::try_join!(half(i32::MIN, 20), half(21, i32::MAX))?;
+            rows.extend(high);
             // Keys sort numerically: zero-padded bin counts.
-            let rows = rows
-                .into_iter()
-                .map(|(b, id, v)| (format!("{b:06}"), id, v))
-                .collect();
-            let mut pairs = analysis::pairwise(&group_series(rows));
+            let series = series_map(rows, |b| format!("{b:06}"));
+            let mut pairs = correlate_series(series, None).await?;
             for p in &mut pairs {
                 p.a = format!("{metric}@{}", p.a.trim_start_matches('0'));
                 p.b = format!("{metric}@{}", p.b.trim_start_matches('0'));
@@ -722,26 +729,26 @@ async fn analysis(
             out.correlations = Some(pairs);
         }
         "metrics" => {
-            let rows = figures_at(pool, &stage, &need_dataset()?, bins).await?;
-            out.correlations = Some(analysis::pairwise(&group_series(rows)));
+            let series = figures_at(pool, &stage, &need_dataset()?, bins).await?;
+            out.correlations = Some(correlate_series(series, None).await?);
         }
         "accuracy" => {
             let dataset = need_dataset()?;
-            let rows = figures_at(pool, &stage, &dataset, bins).await?;
-            let accuracy: HashMap<i64, f64> =
-                sqlx::query_as::<_, (i64, f64)>("select architecture_id, accuracy from calibration_runs where dataset = $1 and accuracy is not null")
-                    .bind(&dataset)
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .collect();
-            let series = group_series(rows);
-            out.correlations = Some(
-                series
-                    .iter()
-                    .map(|(name, s)| analysis::correlate(name, s, "accuracy", &accuracy))
-                    .collect(),
-            );
+            let runs = sqlx::query_as::<_, (Option<Vec<i64>>, Option<Vec<f64>>)>(
+                "select array_agg(architecture_id), array_agg(accuracy) from calibration_runs
+                 where dataset = $1 and accuracy is not null",
+            )
+            .bind(&dataset)
+            .fetch_one(pool);
+            let (series, (ids, values)) =
+                tokio::try_join!(figures_at(pool, &stage, &dataset, bins), async {
+                    Ok(runs.await?)
+                })?;
+            let accuracy = analysis::Series {
+                ids: ids.unwrap_or_default(),
+                values: values.unwrap_or_default(),
+            };
+            out.correlations = Some(correlate_series(series, Some(accuracy)).await?);
         }
         "temperature" => {
             let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("select ");
@@ -812,6 +819,34 @@ async fn analysis(
     Ok(Json(out))
 }
 
+/// `(series key, architecture ids, values)`: one series of figures aggregated in SQL
+/// (`array_agg` of ids and of values in one pass, so in the same row order); arrays come back in
+/// binary, much cheaper than one row per figure.
+type SeriesRow<K> = (K, Vec<i64>, Vec<f64>);
+
+fn series_map<K>(
+    rows: Vec<SeriesRow<K>>,
+    key: impl Fn(K) -> String,
+) -> BTreeMap<String, analysis::Series> {
+    rows.into_iter()
+        .map(|(k, ids, values)| (key(k), analysis::Series { ids, values }))
+        .collect()
+}
+
+/// Every pair of series, or each series against `reference` ("accuracy"), off the async
+/// workers (the rank correlations use all cores for a few tens of milliseconds).
+async fn correlate_series(
+    series: BTreeMap<String, analysis::Series>,
+    reference: Option<analysis::Series>,
+) -> Result<Vec<PairCorrelation>> {
+    tokio::task::spawn_blocking(move || match reference {
+        None => analysis::pairwise_series(series),
+        Some(r) => analysis::against(series, "accuracy", r),
+    })
+    .await
+    .map_err(|e| Error::Internal(anyhow::anyhow!("analysis task failed: {e}")))
+}
+
 /// Every calibration figure (accuracy excluded) of a dataset and stage at one bin count, as
 /// `(metric@bins or metric, architecture, value)`; the `= any(…)` predicates let PostgreSQL read
 /// only those rows from `calibration_metrics_dataset_idx`.
@@ -820,30 +855,29 @@ async fn figures_at(
     stage: &str,
     dataset: &str,
     bins: i32,
-) -> Result<Vec<(String, i64, f64)>> {
-    let metrics: Vec<&str> = BINNED_METRICS
+) -> Result<BTreeMap<String, analysis::Series>> {
+    let metrics: Vec<&'static str> = BINNED_METRICS
         .iter()
         .chain(SCALAR_METRICS.iter())
         .copied()
         .filter(|m| *m != "accuracy")
         .collect();
-    Ok(sqlx::query_as(
-        "select case when bins = 0 then metric else metric || '@' || bins end, architecture_id, value
-         from calibration_metrics where stage = $1 and dataset = $2 and bins = any(array[0, $3]) and metric = any($4)",
-    )
-    .bind(stage)
-    .bind(dataset)
-    .bind(bins)
-    .bind(&metrics)
-    .fetch_all(pool)
-    .await?)
-}
-
-/// `(series key, architecture, value)` rows grouped into one map per key.
-fn group_series(rows: Vec<(String, i64, f64)>) -> BTreeMap<String, HashMap<i64, f64>> {
-    let mut series: BTreeMap<String, HashMap<i64, f64>> = BTreeMap::new();
-    for (key, id, v) in rows {
-        series.entry(key).or_default().insert(id, v);
-    }
-    series
+    // two halves of the metric list, fetched concurrently (two backends)
+    let (first, second) = metrics.split_at(metrics.len() / 2);
+    let half = |names: Vec<&'static str>| {
+        sqlx::query_as::<_, SeriesRow<String>>(
+            "select case when bins = 0 then metric else metric || '@' || bins end,
+                    array_agg(architecture_id), array_agg(value)
+             from calibration_metrics where stage = $1 and dataset = $2 and bins = any(array[0, $3]) and metric = any($4)
+             group by metric, bins",
+        )
+        .bind(stage)
+        .bind(dataset)
+        .bind(bins)
+        .bind(names)
+        .fetch_all(pool)
+    };
+    let (mut rows, rest) = tokio::try_join!(half(first.to_vec()), half(second.to_vec()))?;
+    rows.extend(rest);
+    Ok(series_map(rows, |k| k))
 }
