@@ -43,8 +43,20 @@ async fn latency(label: &str, n: usize, mut send: impl AsyncFnMut() -> reqwest::
     );
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As `archdb serve` does (src/main.rs): candle kernels on the calling thread.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(bench());
+}
+
+async fn bench() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let server = archdb::testing::spawn(ServeConfig {
         max_upload_bytes: 512 << 20,

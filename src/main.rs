@@ -1,8 +1,22 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // candle splits every matrix product over rayon's threads unless RAYON_NUM_THREADS says
+    // otherwise. The predictor's matrices are 32 wide, so splitting costs more than it saves
+    // (and makes single predictions wait on busy cores); large batches are spread over threads
+    // by the predictor itself. Set before any thread exists, as `set_var` requires.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: single-threaded here: the runtime and its threads are built below.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("archdb=info,tower_http=info"));
     let json = std::env::var("ARCHDB_LOG_FORMAT").is_ok_and(|f| f == "json");

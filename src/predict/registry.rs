@@ -104,11 +104,7 @@ impl NearestIndex {
             if Some(row.architecture_id) == skip {
                 continue;
             }
-            let d: f32 = stored
-                .iter()
-                .zip(embedding)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum();
+            let d = squared_distance(stored, embedding);
             let item = (OrdF32(d), row.architecture_id);
             if heap.len() < k {
                 heap.push(item);
@@ -126,6 +122,26 @@ impl NearestIndex {
             })
             .collect()
     }
+}
+
+/// Squared Euclidean distance with 8 independent accumulators, so that the compiler can keep
+/// them in one SIMD register (a single running sum would force sequential adds).
+fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a8, a_rest) = a.split_at(a.len() / 8 * 8);
+    let (b8, b_rest) = b.split_at(a8.len());
+    for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
+        for l in 0..8 {
+            let d = x[l] - y[l];
+            lanes[l] += d * d;
+        }
+    }
+    let tail: f32 = a_rest
+        .iter()
+        .zip(b_rest)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `f32` ordered by `total_cmp` (distances are never NaN for finite embeddings).
@@ -239,5 +255,14 @@ mod tests {
         assert_eq!(ids, [3, 4, 2]);
         assert!(index.nearest(&[0.0], 2, None).is_empty(), "wrong width");
         assert_eq!(index.get(2).unwrap().embedding, [3.0, 4.0]);
+    }
+
+    #[test]
+    fn squared_distance_handles_lanes_and_tails() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32).collect();
+        let b: Vec<f32> = (0..19).map(|i| (i * 2) as f32).collect();
+        let expected: f32 = (0..19).map(|i| (i * i) as f32).sum();
+        assert_eq!(squared_distance(&a, &b), expected);
+        assert_eq!(squared_distance(&[], &[]), 0.0);
     }
 }
