@@ -81,6 +81,23 @@ async fn predictions(app: &TestApp, body: Value) -> (u16, Value) {
     post(app, "/v1/predictions", body).await
 }
 
+/// Predictions once `predicate` holds: a worker's activation reaches the server through NOTIFY,
+/// a moment after the job ended.
+async fn served(app: &TestApp, body: Value, predicate: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, answer) = predictions(app, body.clone()).await;
+        if status == 200 && predicate(&answer) {
+            return answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{status}: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The NB201 network of a cell as ONNX bytes.
 fn nb201_onnx(arch: &str) -> Vec<u8> {
     archdb::generate::nb201_model(arch, 10)
@@ -119,6 +136,7 @@ async fn trains_registers_and_predicts() {
     assert_eq!(e["device"], "cpu");
     assert_eq!(e["seed"], 1);
 
+    served(&app, json!({"nb201": [0]}), |_| true).await;
     // A raw ONNX upload of a cell that is not stored.
     let arch = "|nor_conv_1x1~0|+|avg_pool_3x3~0|none~1|+|skip_connect~0|nor_conv_3x3~1|none~2|";
     let bytes = nb201_onnx(arch);
@@ -261,8 +279,7 @@ async fn malformed_prediction_requests_get_problem_details() {
             .unwrap();
         assert_eq!(resp.status(), 400);
     }
-    let (status, _) = predictions(&app, json!({"nb201": [0]})).await;
-    assert_eq!(status, 200, "the server still answers");
+    served(&app, json!({"nb201": [0]}), |_| true).await; // the server still answers
     let resp = app
         .client
         .post(app.url("/v1/predictions?nearest=51"))
@@ -310,6 +327,10 @@ async fn activation_hot_swaps_without_dropping_requests() {
     let first = train(&app, 3).await;
     let second = train(&app, 4).await;
     assert_ne!(first, second);
+    served(&app, json!({"nb201": [1]}), |b| {
+        b["results"][0]["predictor_id"] == first
+    })
+    .await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -567,24 +588,81 @@ async fn the_bundled_predictor_is_registered_once_and_answers() {
     assert_eq!(indexed as usize, measured.len());
     // Served once the NOTIFY has reached the server's registry; the best cell of the fixture
     // is predicted above the worst.
-    let started = Instant::now();
-    let body = loop {
-        let (status, body) = predictions(
-            &app,
-            json!({"architecture_ids": [
+    let body = served(
+        &app,
+        json!({"architecture_ids": [
             measured.iter().max_by(|a, b| a.value.total_cmp(&b.value)).unwrap().architecture_id,
             measured.iter().min_by(|a, b| a.value.total_cmp(&b.value)).unwrap().architecture_id]}),
-        )
-        .await;
-        if status == 200 {
-            break body;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "{body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        |_| true,
+    )
+    .await;
     let p = &body["results"][0]["predictions"];
     assert!(
         p[0]["accuracy"].as_f64().unwrap() > p[1]["accuracy"].as_f64().unwrap(),
         "{p}"
     );
+}
+
+#[tokio::test]
+async fn finetuning_adapts_a_predictor_to_a_new_target() {
+    let app = with_nb201().await;
+    let parent = train(&app, 5).await;
+    let cifar100 = json!({"benchmark": "nb201", "dataset": "cifar100", "metric": "acc",
+                          "epoch": 200, "split": "xtest"});
+    let (status, queued) = post(
+        &app,
+        &format!("/v1/predictors/{parent}/finetune"),
+        json!({"target": cifar100, "samples": 20, "seed": 3, "config": {"epochs": 30}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    archdb::worker::run(&app.pool, &once()).await.unwrap();
+    let (_, job) = app
+        .get_json(&format!("/v1/jobs/{}", queued["job_id"]))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["kind"], "finetune");
+    let (_, child) = app
+        .get_json(&format!("/v1/predictors/{}", job["predictor_id"]))
+        .await;
+    assert_eq!(child["parent_id"], parent);
+    assert_eq!(child["target"], cifar100);
+    assert_eq!(child["active"], true, "first predictor of its target");
+    let e = &child["evaluation"];
+    assert_eq!(e["split"]["train_size"], 20);
+    assert_eq!(e["finetuned_from"], parent);
+    // CIFAR-100 accuracies are ~20 points below CIFAR-10's: the recalibrated heads must land
+    // much closer than the parent did.
+    let before = e["before_finetune"]["mae"].as_f64().unwrap();
+    let after = e["mae"].as_f64().unwrap();
+    assert!(after < before / 2.0, "MAE {before} → {after}");
+    // Both targets are served side by side; `targets` picks one.
+    let body = served(
+        &app,
+        json!({"nb201": [0], "targets": [{"dataset": "cifar100"}]}),
+        |_| true,
+    )
+    .await;
+    assert_eq!(body["results"].as_array().unwrap().len(), 1);
+    assert_eq!(body["results"][0]["predictor_id"], job["predictor_id"]);
+    let (_, both) = predictions(&app, json!({"nb201": [0]})).await;
+    assert_eq!(both["results"].as_array().unwrap().len(), 2);
+    // Fine-tuning a missing predictor, or with too few samples, is refused up front.
+    assert_eq!(
+        post(
+            &app,
+            "/v1/predictors/999/finetune",
+            json!({"target": cifar100})
+        )
+        .await
+        .0,
+        404
+    );
+    let (status, _) = post(
+        &app,
+        &format!("/v1/predictors/{parent}/finetune"),
+        json!({"target": cifar100, "samples": 1}),
+    )
+    .await;
+    assert_eq!(status, 422);
 }
