@@ -91,16 +91,12 @@ impl Predictor {
                     .collect();
                 let mut params = Params::new(Source::Load(&own), &device);
                 let encoder = Encoder::new(&mut params, &config.encoder, vocabulary.rows())?;
-                let heads = (0..member.clusters)
-                    .map(|k| {
-                        Head::new(
-                            &mut params,
-                            &format!("head.{k}"),
-                            config.encoder.embedding,
-                            config.head_hidden,
-                        )
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let heads = Head::many(
+                    &mut params,
+                    member.clusters,
+                    config.encoder.embedding,
+                    config.head_hidden,
+                )?;
                 let centroids = own.get("fcm.centroids").ok_or_else(|| {
                     PredictError::Artifact(format!("missing tensor '{prefix}fcm.centroids'"))
                 })?;

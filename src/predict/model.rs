@@ -85,6 +85,18 @@ impl Head {
         })
     }
 
+    /// Heads `head.0` … `head.{count-1}`.
+    pub fn many(
+        params: &mut Params,
+        count: usize,
+        embedding: usize,
+        hidden: usize,
+    ) -> Result<Vec<Self>> {
+        (0..count)
+            .map(|k| Self::new(params, &format!("head.{k}"), embedding, hidden))
+            .collect()
+    }
+
     /// `graphs × 1`.
     pub fn forward(&self, embeddings: &Tensor) -> Result<Tensor> {
         self.layers[1].forward(&self.layers[0].forward(embeddings)?.relu()?)

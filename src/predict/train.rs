@@ -365,16 +365,12 @@ impl Context<'_> {
             })
             .collect();
         let mut params = Params::new(Source::Load(&copies), self.device);
-        let heads = (0..fcm.clusters())
-            .map(|k| {
-                Head::new(
-                    &mut params,
-                    &format!("head.{k}"),
-                    config.encoder.embedding,
-                    config.head_hidden,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let heads = Head::many(
+            &mut params,
+            fcm.clusters(),
+            config.encoder.embedding,
+            config.head_hidden,
+        )?;
         let head_vars = params.vars;
         if fcm.clusters() > 1 && config.head_epochs > 0 {
             let tau = self.fit_heads(
@@ -462,16 +458,17 @@ impl Context<'_> {
                 total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
                 count += chunk.len();
             }
-            if !progress(EpochReport {
-                member,
-                stage: Stage::Pretrain,
-                epoch,
-                loss: total / count.max(1) as f64,
-                validation_kendall: None,
-                seconds: started.elapsed().as_secs_f64(),
-            }) {
-                return Err(PredictError::Cancelled);
-            }
+            report(
+                progress,
+                EpochReport {
+                    member,
+                    stage: Stage::Pretrain,
+                    epoch,
+                    loss: total / count.max(1) as f64,
+                    validation_kendall: None,
+                    seconds: started.elapsed().as_secs_f64(),
+                },
+            )?;
         }
         Ok(())
     }
@@ -526,16 +523,17 @@ impl Context<'_> {
                 None => None,
             };
             keep_best(&mut best, tau, vars)?;
-            if !progress(EpochReport {
-                member,
-                stage: Stage::Regression,
-                epoch,
-                loss: total / count.max(1) as f64,
-                validation_kendall: tau,
-                seconds: started.elapsed().as_secs_f64(),
-            }) {
-                return Err(PredictError::Cancelled);
-            }
+            report(
+                progress,
+                EpochReport {
+                    member,
+                    stage: Stage::Regression,
+                    epoch,
+                    loss: total / count.max(1) as f64,
+                    validation_kendall: tau,
+                    seconds: started.elapsed().as_secs_f64(),
+                },
+            )?;
         }
         restore_best(best, vars)
     }
@@ -600,18 +598,28 @@ impl Context<'_> {
                 None => None,
             };
             keep_best(&mut best, tau, vars)?;
-            if !progress(EpochReport {
-                member,
-                stage: Stage::Heads,
-                epoch,
-                loss: total / count.max(1) as f64,
-                validation_kendall: tau,
-                seconds: started.elapsed().as_secs_f64(),
-            }) {
-                return Err(PredictError::Cancelled);
-            }
+            report(
+                progress,
+                EpochReport {
+                    member,
+                    stage: Stage::Heads,
+                    epoch,
+                    loss: total / count.max(1) as f64,
+                    validation_kendall: tau,
+                    seconds: started.elapsed().as_secs_f64(),
+                },
+            )?;
         }
         restore_best(best, vars)
+    }
+}
+
+/// Hands an epoch's report to the caller, who may stop the training.
+fn report(progress: &mut dyn FnMut(EpochReport) -> bool, epoch: EpochReport) -> Result<()> {
+    if progress(epoch) {
+        Ok(())
+    } else {
+        Err(PredictError::Cancelled)
     }
 }
 

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::common::{TestApp, fixture_path, spawn_app};
 
-async fn import_nb201(app: &TestApp) -> archdb::import::Summary {
+/// Imports the 43-cell NB201 fixture.
+pub async fn import_nb201(app: &TestApp) -> archdb::import::Summary {
     run(
         &app.pool,
         ImportKind::Nb201,

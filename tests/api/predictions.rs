@@ -6,12 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archdb::import::{ImportKind, NoProgress, run};
 use archdb::worker::WorkerOptions;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, fixture_path, spawn_app};
+use crate::common::{TestApp, spawn_app};
 
 /// Small settings: the test is about the plumbing; convergence is `predict`'s unit test and
 /// `training_on_real_cells_generalises` below.
@@ -26,14 +25,7 @@ fn target() -> Value {
 
 async fn with_nb201() -> TestApp {
     let app = spawn_app().await;
-    run(
-        &app.pool,
-        ImportKind::Nb201,
-        &fixture_path("nb201"),
-        Arc::new(NoProgress),
-    )
-    .await
-    .expect("nb201 import");
+    crate::benchmarks::import_nb201(&app).await;
     app
 }
 
