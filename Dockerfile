@@ -9,7 +9,9 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl postgresql \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/archdb /usr/local/bin/archdb
-ENV ARCHDB_ADDR=0.0.0.0:8080 ARCHDB_DATA_DIR=/var/lib/archdb
+# The starter data and the bundled predictor, loaded into an empty database on first start.
+COPY --from=build /src/data /usr/share/archdb/data
+ENV ARCHDB_ADDR=0.0.0.0:8080 ARCHDB_DATA_DIR=/var/lib/archdb ARCHDB_SEED_DIR=/usr/share/archdb/data
 RUN mkdir -p /var/lib/archdb && chown postgres:postgres /var/lib/archdb
 USER postgres
 EXPOSE 8080
