@@ -658,3 +658,38 @@ async fn finetuning_adapts_a_predictor_to_a_new_target() {
     .await;
     assert_eq!(status, 422);
 }
+
+#[tokio::test]
+async fn a_job_that_cannot_train_fails_with_its_reason() {
+    let app = with_nb201().await;
+    let (status, queued) = post(
+        &app,
+        "/v1/predictors",
+        json!({"target": {"benchmark": "nb201", "dataset": "no-such-dataset", "metric": "acc"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "a well-formed request is queued");
+    archdb::worker::run(&app.pool, &once()).await.unwrap();
+    let (_, job) = app
+        .get_json(&format!("/v1/jobs/{}", queued["job_id"]))
+        .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1, "a deterministic failure is not retried");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("0 measured architectures"),
+        "{job}"
+    );
+    assert!(job["predictor_id"].is_null());
+    // Cancelling a finished job changes nothing.
+    let (status, again) = post(
+        &app,
+        &format!("/v1/jobs/{}/cancel", queued["job_id"]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["state"], "failed");
+}
