@@ -26,6 +26,10 @@ pub struct EncoderConfig {
     pub embedding: usize,
     /// Append the whole-graph features (log nodes, FLOPs, params) to the mean readout.
     pub graph_features: bool,
+    /// Residual layers `x' = x + tanh(…)`, so that deep stacks do not saturate (off in
+    /// GENNAPE; older artifacts lack the field and read as off).
+    #[serde(default)]
+    pub residual: bool,
 }
 
 impl Default for EncoderConfig {
@@ -35,6 +39,7 @@ impl Default for EncoderConfig {
             layers: 6,
             embedding: 32,
             graph_features: true,
+            residual: false,
         }
     }
 }
@@ -52,6 +57,7 @@ pub struct Encoder {
     convs: Vec<GraphConv>,
     readout: [Dense; 2],
     graph_features: bool,
+    residual: bool,
 }
 
 /// Dropout on node states (the contrastive views); masks come from a seeded generator.
@@ -113,6 +119,7 @@ impl Encoder {
             convs,
             readout,
             graph_features: config.graph_features,
+            residual: config.residual,
         })
     }
 
@@ -129,7 +136,7 @@ impl Encoder {
                 x = d.apply(&x)?;
             }
             let own = conv.own.forward(&x)?.index_select(&plan.self_prev, 0)?;
-            x = match &plan.edges {
+            let updated = match &plan.edges {
                 Some((src, dst)) => {
                     let messages = x.matmul(&conv.neighbours.t()?)?.index_select(src, 0)?;
                     let summed = Tensor::zeros((plan.rows, hidden), DType::F32, x.device())?
@@ -139,6 +146,11 @@ impl Encoder {
                 None => own,
             }
             .tanh()?;
+            x = if self.residual {
+                x.index_select(&plan.self_prev, 0)?.add(&updated)?
+            } else {
+                updated
+            };
         }
         let weighted = x
             .index_select(&batch.pool_rows, 0)?
@@ -216,7 +228,7 @@ mod tests {
                 .unwrap()
                 .index_add(&dst, &messages.index_select(&src, 0).unwrap(), 0)
                 .unwrap();
-            x = conv
+            let updated = conv
                 .own
                 .forward(&x)
                 .unwrap()
@@ -224,6 +236,11 @@ mod tests {
                 .unwrap()
                 .tanh()
                 .unwrap();
+            x = if encoder.residual {
+                x.add(&updated).unwrap()
+            } else {
+                updated
+            };
         }
         let mean = x.mean_keepdim(0).unwrap();
         let graph_features = Tensor::from_vec(prepared.graph.to_vec(), (1, NUM_GRAPH), &device);
@@ -265,15 +282,23 @@ mod tests {
             }
         }
         let graph = OwnedCg { nodes, edges };
+        for residual in [false, true] {
+            check_deduplication(&graph, residual, &mut rng);
+        }
+    }
+
+    fn check_deduplication(graph: &OwnedCg, residual: bool, rng: &mut StdRng) {
         let config = EncoderConfig {
             hidden: 8,
             layers: 4,
             embedding: 8,
             graph_features: true,
+            residual,
         };
         let vocabulary = Vocabulary::current();
-        let mut params = Params::new(Source::Init(&mut rng), &Device::Cpu);
+        let mut params = Params::new(Source::Init(rng), &Device::Cpu);
         let encoder = Encoder::new(&mut params, &config, vocabulary.rows()).unwrap();
+        let graph = graph.clone();
         let prepared = PreparedGraph::new(graph.as_ref(), &FeatureConfig::default(), 4).unwrap();
         let (rows, all) = prepared.unique_rows();
         assert!(
@@ -289,7 +314,7 @@ mod tests {
             .to_vec1()
             .unwrap();
         for (a, b) in fast.iter().zip(naive(&encoder, &graph, &prepared)) {
-            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            assert!((a - b).abs() < 1e-5, "residual {residual}: {a} vs {b}");
         }
     }
 }

@@ -89,6 +89,7 @@ mod tests {
                 layers: 2,
                 embedding: 8,
                 graph_features: true,
+                residual: false,
             },
             head_hidden: 8,
             contrastive: ContrastiveConfig {
@@ -128,6 +129,7 @@ mod tests {
             layers: 3,
             embedding: 8,
             graph_features: true,
+            residual: false,
         };
         let mut rng = StdRng::seed_from_u64(7);
         let vocabulary = Vocabulary::current();
