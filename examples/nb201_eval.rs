@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use archdb::db::architectures::StoredGraph;
 use archdb::generate::{nb201_arch_strings, nb201_model};
 use archdb::graph::BuildOptions;
-use archdb::predict::{OwnedCg, Predictor, PreparedGraph, Scores, TrainConfig, TrainSample, train};
+use archdb::predict::{Predictor, PreparedGraph, Scores, TrainConfig, TrainSample, train};
 use prost::Message;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -165,10 +166,9 @@ fn accuracies(path: &str) -> Result<Vec<(String, f64)>> {
     Ok(rows)
 }
 
-fn nb201_cg(arch: &str) -> Result<OwnedCg> {
-    let bytes = nb201_model(arch, 10)?.encode_to_vec();
-    let ingested = archdb::ingest::ingest(bytes.into(), BuildOptions::default())?;
-    Ok(OwnedCg::from(&ingested.graph))
+fn nb201_cg(arch: &str) -> Result<StoredGraph> {
+    let ingested = archdb::ingest::ingest_model(nb201_model(arch, 10)?, BuildOptions::default())?;
+    Ok(StoredGraph::from(&ingested.graph))
 }
 
 fn mean_sd(values: &[f64]) -> (f64, f64) {
@@ -348,7 +348,7 @@ fn build_graphs(archs: &[String], config: &TrainConfig) -> Result<Vec<Arc<Prepar
                 s.spawn(|| {
                     chunk
                         .iter()
-                        .map(|arch| Ok(Arc::new(config.prepare(nb201_cg(arch)?.as_ref())?)))
+                        .map(|arch| Ok(Arc::new(config.prepare(nb201_cg(arch)?.as_cg())?)))
                         .collect::<Result<Vec<_>>>()
                 })
             })
@@ -389,9 +389,9 @@ fn bench(predictor: &Predictor, archs: &[String], graphs: &[Arc<PreparedGraph>])
         let bytes = nb201_model(arch, 10)?.encode_to_vec();
         let t = Instant::now();
         let ingested = archdb::ingest::ingest(bytes.into(), BuildOptions::default())?;
-        let cg = OwnedCg::from(&ingested.graph);
+        let cg = StoredGraph::from(&ingested.graph);
         let t_cg = Instant::now();
-        let p = predictor.predict(&[cg.as_ref()])?;
+        let p = predictor.predict(&[cg.as_cg()])?;
         let end = Instant::now();
         assert!(p[0].accuracy.is_finite());
         from_onnx.push((end - t).as_secs_f64() * 1e3);
@@ -417,12 +417,12 @@ fn bench(predictor: &Predictor, archs: &[String], graphs: &[Arc<PreparedGraph>])
         seconds,
         predictions.len() as f64 / seconds
     );
-    let subset: Vec<OwnedCg> = archs
+    let subset: Vec<StoredGraph> = archs
         .iter()
         .take(2000)
         .map(|a| nb201_cg(a))
         .collect::<Result<_>>()?;
-    let refs: Vec<_> = subset.iter().map(OwnedCg::as_ref).collect();
+    let refs: Vec<_> = subset.iter().map(StoredGraph::as_cg).collect();
     let t = Instant::now();
     let predictions = predictor.predict(&refs)?;
     let seconds = t.elapsed().as_secs_f64();

@@ -332,10 +332,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 #[serde(skip_serializing_if = "Option::is_none")]
                 graph: Option<crate::db::architectures::StoredGraph>,
             }
-            let stored = graph.then(|| crate::db::architectures::StoredGraph {
-                nodes: model.graph.graph.node_weights().cloned().collect(),
-                edges: model.graph.edge_list(),
-            });
+            let stored = graph.then(|| crate::db::architectures::StoredGraph::from(&model.graph));
             let out = Inspection {
                 graph_hash: &model.graph_hash,
                 summary: &model.graph.summary,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
-use crate::graph::CgNode;
+use crate::graph::{CgNode, CompGraph};
 use crate::ingest::Ingested;
 
 /// A stored architecture.
@@ -395,6 +395,15 @@ pub async fn aliases(pool: &PgPool, id: i64) -> sqlx::Result<Vec<Alias>> {
 pub struct StoredGraph {
     pub nodes: Vec<CgNode>,
     pub edges: Vec<[u32; 2]>,
+}
+
+impl From<&CompGraph> for StoredGraph {
+    fn from(graph: &CompGraph) -> Self {
+        Self {
+            nodes: graph.graph.node_weights().cloned().collect(),
+            edges: graph.edge_list(),
+        }
+    }
 }
 
 pub async fn graph(pool: &PgPool, id: i64) -> sqlx::Result<Option<StoredGraph>> {

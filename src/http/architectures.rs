@@ -48,12 +48,7 @@ async fn create_architecture(
     request: Request,
 ) -> Result<Response> {
     let Query(mut meta) = query?;
-    let is_multipart = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let body = if is_multipart {
+    let body = if super::has_content_type(&request, "multipart/form-data") {
         read_multipart(Multipart::from_request(request, &ctx).await?, &mut meta).await?
     } else {
         Bytes::from_request(request, &ctx).await?

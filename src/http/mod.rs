@@ -166,6 +166,15 @@ pub fn app(ctx: ApiContext) -> Router {
         .with_state(ctx)
 }
 
+/// Whether the request's `Content-Type` is `mime` (parameters such as `; charset` allowed).
+fn has_content_type(request: &Request, mime: &str) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(mime))
+}
+
 /// Rejects writes without the configured bearer token.
 async fn require_token(
     State(ctx): State<ApiContext>,

@@ -9,20 +9,19 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::header;
 use base64::Engine;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
+use crate::db::architectures::StoredGraph;
 use crate::db::predictors::{self as store, Target};
 use crate::generate::{nb201_arch_strings, nb201_model};
 use crate::graph::BuildOptions;
+use crate::predict::CgGraphRef;
 use crate::predict::registry::{Loaded, Neighbour};
-use crate::predict::{CgGraphRef, OwnedCg};
 
 /// Most architectures in one request.
 pub const MAX_BATCH: usize = 10_000;
@@ -132,7 +131,7 @@ struct Item {
     params: u64,
     macs: u64,
     /// The graph, when it was parsed from the request or generated.
-    graph: Option<Arc<OwnedCg>>,
+    graph: Option<Arc<StoredGraph>>,
 }
 
 /// Predicts the accuracy of architectures. The body is one raw ONNX file
@@ -162,12 +161,7 @@ async fn predict(
             "nearest must be at most {MAX_NEAREST}"
         )));
     }
-    let is_json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let (items, selectors) = if is_json {
+    let (items, selectors) = if super::has_content_type(&request, "application/json") {
         let Json(body): Json<PredictionRequest> = Json::from_request(request, &ctx).await?;
         let total = body.architecture_ids.len() + body.nb201.len() + body.onnx_base64.len();
         if total == 0 {
@@ -245,12 +239,11 @@ fn answer(loaded: &Loaded, items: &[Item], nearest: usize) -> Result<Vec<Archite
     let refs: Vec<CgGraphRef> = todo
         .iter()
         .map(|&i| {
-            OwnedCg::as_ref(
-                items[i]
-                    .graph
-                    .as_ref()
-                    .expect("graphs loaded for uncached items"),
-            )
+            items[i]
+                .graph
+                .as_ref()
+                .expect("graphs loaded for uncached items")
+                .as_cg()
         })
         .collect();
     let computed = loaded
@@ -262,25 +255,25 @@ fn answer(loaded: &Loaded, items: &[Item], nearest: usize) -> Result<Vec<Archite
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let (accuracy, std, ood_score, membership_entropy, embedding) = match cached[i] {
-                Some(row) => (
-                    row.accuracy,
-                    row.std,
-                    row.ood_score,
-                    row.membership_entropy,
-                    row.embedding.clone(),
-                ),
-                None => {
-                    let p = computed.remove(&i).expect("computed above");
-                    (
+            let fresh = computed.remove(&i);
+            let (accuracy, std, ood_score, membership_entropy, embedding) =
+                match (cached[i], &fresh) {
+                    (Some(row), _) => (
+                        row.accuracy,
+                        row.std,
+                        row.ood_score,
+                        row.membership_entropy,
+                        &row.embedding,
+                    ),
+                    (None, Some(p)) => (
                         p.accuracy,
                         p.std,
                         p.ood_score,
                         p.membership_entropy,
-                        p.embedding,
-                    )
-                }
-            };
+                        &p.embedding,
+                    ),
+                    (None, None) => unreachable!("uncached items were computed above"),
+                };
             ArchitecturePrediction {
                 input: i,
                 architecture_id: item.architecture_id,
@@ -290,7 +283,7 @@ fn answer(loaded: &Loaded, items: &[Item], nearest: usize) -> Result<Vec<Archite
                 membership_entropy,
                 nearest: loaded
                     .index
-                    .nearest(&embedding, nearest, item.architecture_id),
+                    .nearest(embedding, nearest, item.architecture_id),
                 params: item.params,
                 macs: item.macs,
             }
@@ -344,28 +337,34 @@ async fn nb201_items(ctx: &ApiContext, cells: &[Nb201Cell]) -> Result<Vec<Item>>
     }
     let namespaces: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let values: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "select a.namespace, a.value, a.architecture_id from architecture_aliases a
-           join unnest($1::text[], $2::text[]) as k(ns, v) on a.namespace = k.ns and a.value = k.v",
+    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "select a.namespace, a.value, a.architecture_id, r.params, r.macs
+           from architecture_aliases a
+           join unnest($1::text[], $2::text[]) as k(ns, v) on a.namespace = k.ns and a.value = k.v
+           join architectures r on r.id = a.architecture_id",
     )
     .bind(&namespaces)
     .bind(&values)
     .fetch_all(&ctx.pool)
     .await?;
-    let found: HashMap<(String, String), i64> =
-        rows.into_iter().map(|(n, v, id)| ((n, v), id)).collect();
-    let mut ids = Vec::new();
-    let mut generate = Vec::new();
-    for (i, (ns, value)) in keys.iter().enumerate() {
-        match found.get(&(ns.to_string(), value.clone())) {
-            Some(id) => ids.push((i, *id)),
-            None => generate.push((i, ns.to_string(), value.clone())),
-        }
-    }
-    let stored = stored_items(ctx, &ids.iter().map(|x| x.1).collect::<Vec<_>>()).await?;
+    let found: HashMap<(String, String), (i64, i64, i64)> = rows
+        .into_iter()
+        .map(|(n, v, id, params, macs)| ((n, v), (id, params, macs)))
+        .collect();
     let mut out: Vec<Option<Item>> = (0..cells.len()).map(|_| None).collect();
-    for ((i, _), item) in ids.iter().zip(stored) {
-        out[*i] = Some(item);
+    let mut generate = Vec::new();
+    for (i, (ns, value)) in keys.into_iter().enumerate() {
+        match found.get(&(ns.to_string(), value.clone())) {
+            Some(&(id, params, macs)) => {
+                out[i] = Some(Item {
+                    architecture_id: Some(id),
+                    params: params as u64,
+                    macs: macs as u64,
+                    graph: None,
+                })
+            }
+            None => generate.push((i, ns, value)),
+        }
     }
     if !generate.is_empty() {
         let max_nodes = ctx.config.max_nodes;
@@ -381,8 +380,8 @@ async fn nb201_items(ctx: &ApiContext, cells: &[Nb201Cell]) -> Result<Vec<Item>>
                     };
                     let model = nb201_model(&arch, 10)
                         .map_err(|e| Error::Unprocessable(format!("nb201[{i}]: {e}")))?;
-                    let bytes = Bytes::from(model.encode_to_vec());
-                    Ok((i, ingest_item(bytes, max_nodes)?.1))
+                    let ingested = crate::ingest::ingest_model(model, BuildOptions { max_nodes })?;
+                    Ok((i, Item::from(&ingested)))
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -398,17 +397,23 @@ async fn nb201_items(ctx: &ApiContext, cells: &[Nb201Cell]) -> Result<Vec<Item>>
         .collect())
 }
 
+impl From<&crate::ingest::Ingested> for Item {
+    /// A parsed model: not (yet) known to be stored.
+    fn from(ingested: &crate::ingest::Ingested) -> Self {
+        let summary = &ingested.graph.summary;
+        Self {
+            architecture_id: None,
+            params: summary.params,
+            macs: summary.macs,
+            graph: Some(Arc::new(StoredGraph::from(&ingested.graph))),
+        }
+    }
+}
+
 /// Parses one ONNX model: its item and graph hash.
 fn ingest_item(bytes: Bytes, max_nodes: usize) -> Result<(String, Item)> {
     let ingested = crate::ingest::ingest(bytes, BuildOptions { max_nodes })?;
-    let summary = &ingested.graph.summary;
-    let item = Item {
-        architecture_id: None,
-        params: summary.params,
-        macs: summary.macs,
-        graph: Some(Arc::new(OwnedCg::from(&ingested.graph))),
-    };
-    Ok((ingested.graph_hash, item))
+    Ok((ingested.graph_hash.clone(), Item::from(&ingested)))
 }
 
 /// Uploaded ONNX models, parsed in parallel; those whose graph is stored get its id.
@@ -480,10 +485,7 @@ async fn load_missing_graphs(
             continue;
         };
         if let Some(g) = graphs.remove(&id) {
-            item.graph = Some(Arc::new(OwnedCg {
-                nodes: g.nodes,
-                edges: g.edges,
-            }));
+            item.graph = Some(Arc::new(g));
         } else if chosen.iter().any(|l| l.index.get(id).is_none()) {
             return Err(Error::Unprocessable(format!(
                 "architecture {id} has no stored graph"
@@ -548,13 +550,9 @@ async fn similar(
                 .ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
             let loaded = loaded.clone();
             tokio::task::spawn_blocking(move || {
-                let g = CgGraphRef {
-                    nodes: &graph.nodes,
-                    edges: &graph.edges,
-                };
                 loaded
                     .predictor
-                    .predict(&[g])
+                    .predict(&[graph.as_cg()])
                     .map(|mut p| p.remove(0).embedding)
             })
             .await

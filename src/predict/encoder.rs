@@ -184,13 +184,14 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
+    use crate::db::architectures::StoredGraph;
     use crate::predict::batch::Vocabulary;
     use crate::predict::features::tests::node;
-    use crate::predict::features::{FeatureConfig, OwnedCg, PreparedGraph};
+    use crate::predict::features::{FeatureConfig, PreparedGraph};
     use crate::predict::nn::Source;
 
     /// The encoder on every node of the graph, no deduplication: the definition.
-    fn naive(encoder: &Encoder, graph: &OwnedCg, prepared: &PreparedGraph) -> Vec<f32> {
+    fn naive(encoder: &Encoder, graph: &StoredGraph, prepared: &PreparedGraph) -> Vec<f32> {
         let device = Device::Cpu;
         let vocabulary = Vocabulary::current();
         let n = graph.nodes.len();
@@ -281,13 +282,13 @@ mod tests {
                 edges.push([rng.random_range(0..j), j]);
             }
         }
-        let graph = OwnedCg { nodes, edges };
+        let graph = StoredGraph { nodes, edges };
         for residual in [false, true] {
             check_deduplication(&graph, residual, &mut rng);
         }
     }
 
-    fn check_deduplication(graph: &OwnedCg, residual: bool, rng: &mut StdRng) {
+    fn check_deduplication(graph: &StoredGraph, residual: bool, rng: &mut StdRng) {
         let config = EncoderConfig {
             hidden: 8,
             layers: 4,
@@ -298,8 +299,7 @@ mod tests {
         let vocabulary = Vocabulary::current();
         let mut params = Params::new(Source::Init(rng), &Device::Cpu);
         let encoder = Encoder::new(&mut params, &config, vocabulary.rows()).unwrap();
-        let graph = graph.clone();
-        let prepared = PreparedGraph::new(graph.as_ref(), &FeatureConfig::default(), 4).unwrap();
+        let prepared = PreparedGraph::new(graph.as_cg(), &FeatureConfig::default(), 4).unwrap();
         let (rows, all) = prepared.unique_rows();
         assert!(
             rows < all,
@@ -313,7 +313,7 @@ mod tests {
             .unwrap()
             .to_vec1()
             .unwrap();
-        for (a, b) in fast.iter().zip(naive(&encoder, &graph, &prepared)) {
+        for (a, b) in fast.iter().zip(naive(&encoder, graph, &prepared)) {
             assert!((a - b).abs() < 1e-5, "residual {residual}: {a} vs {b}");
         }
     }

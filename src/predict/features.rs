@@ -14,7 +14,8 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::PredictError;
 use super::spectral;
-use crate::graph::{CgNode, CompGraph};
+use crate::db::architectures::StoredGraph;
+use crate::graph::CgNode;
 
 /// A computation graph as the predictor reads it: nodes in any order and `[source, target]`
 /// edges, as `CompGraph` and the database's stored graphs hold them.
@@ -24,24 +25,9 @@ pub struct CgGraphRef<'a> {
     pub edges: &'a [[u32; 2]],
 }
 
-/// Owned nodes and edges of a [`CompGraph`], to lend out as a [`CgGraphRef`].
-#[derive(Debug, Clone)]
-pub struct OwnedCg {
-    pub nodes: Vec<CgNode>,
-    pub edges: Vec<[u32; 2]>,
-}
-
-impl From<&CompGraph> for OwnedCg {
-    fn from(graph: &CompGraph) -> Self {
-        Self {
-            nodes: graph.graph.node_weights().cloned().collect(),
-            edges: graph.edge_list(),
-        }
-    }
-}
-
-impl OwnedCg {
-    pub fn as_ref(&self) -> CgGraphRef<'_> {
+impl StoredGraph {
+    /// The graph as the predictor reads it.
+    pub fn as_cg(&self) -> CgGraphRef<'_> {
         CgGraphRef {
             nodes: &self.nodes,
             edges: &self.edges,
@@ -386,7 +372,7 @@ pub(crate) mod tests {
     }
 
     /// Input → `k` parallel branches of (Conv, ReLU) → Add → Output.
-    pub fn branchy(k: usize, channels: i64) -> OwnedCg {
+    pub fn branchy(k: usize, channels: i64) -> StoredGraph {
         let mut nodes = vec![node("Input", 3, false)];
         let mut edges = Vec::new();
         for b in 0..k {
@@ -403,13 +389,13 @@ pub(crate) mod tests {
             edges.push([2 + 2 * b, add]);
         }
         edges.push([add, add + 1]);
-        OwnedCg { nodes, edges }
+        StoredGraph { nodes, edges }
     }
 
     #[test]
     fn identical_branches_share_colours() {
         // Four branches: channels alternate, so two distinct (Conv, ReLU) pairs.
-        let g = PreparedGraph::new(branchy(4, 8).as_ref(), &FeatureConfig::default(), 3).unwrap();
+        let g = PreparedGraph::new(branchy(4, 8).as_cg(), &FeatureConfig::default(), 3).unwrap();
         assert_eq!(g.num_nodes, 11);
         // Input, Conv(8), Conv(9), ReLU(8), Add, Output.
         assert_eq!(g.inputs.len(), 6);

@@ -29,7 +29,7 @@ pub mod train;
 
 pub use crate::stats::Scores;
 pub use backend::Backend;
-pub use features::{CgGraphRef, FeatureConfig, OwnedCg, PreparedGraph};
+pub use features::{CgGraphRef, FeatureConfig, PreparedGraph};
 pub use model::{ModelConfig, Prediction, Predictor};
 pub use train::{EpochReport, FinetuneConfig, Stage, TrainConfig, TrainSample, train};
 
@@ -68,9 +68,10 @@ mod tests {
     use super::features::tests::{branchy, node};
     use super::nn::{Params, Source};
     use super::*;
+    use crate::db::architectures::StoredGraph;
 
     /// A tiny family: `k` parallel conv branches of `c` channels, accuracy rising with both.
-    fn family() -> Vec<(OwnedCg, f64)> {
+    fn family() -> Vec<(StoredGraph, f64)> {
         let mut out = Vec::new();
         for k in 1..=4 {
             for c in [4, 8, 16, 32, 64] {
@@ -110,7 +111,7 @@ mod tests {
         family()
             .iter()
             .map(|(g, acc)| TrainSample {
-                graph: Arc::new(config.prepare(g.as_ref()).unwrap()),
+                graph: Arc::new(config.prepare(g.as_cg()).unwrap()),
                 accuracy: Some(*acc),
             })
             .collect()
@@ -118,7 +119,7 @@ mod tests {
 
     fn predict_all(p: &Predictor) -> Vec<Prediction> {
         let graphs = family();
-        let refs: Vec<CgGraphRef> = graphs.iter().map(|(g, _)| g.as_ref()).collect();
+        let refs: Vec<CgGraphRef> = graphs.iter().map(|(g, _)| g.as_cg()).collect();
         p.predict(&refs).unwrap()
     }
 
@@ -138,7 +139,7 @@ mod tests {
         let graphs: Vec<PreparedGraph> =
             [branchy(1, 4), branchy(3, 8), branchy(2, 4), branchy(5, 16)]
                 .iter()
-                .map(|g| PreparedGraph::new(g.as_ref(), &FeatureConfig::default(), 3).unwrap())
+                .map(|g| PreparedGraph::new(g.as_cg(), &FeatureConfig::default(), 3).unwrap())
                 .collect();
         let refs: Vec<&PreparedGraph> = graphs.iter().collect();
         let together = encoder
@@ -232,7 +233,7 @@ mod tests {
         let shifted: Vec<TrainSample> = family()
             .iter()
             .map(|(g, acc)| TrainSample {
-                graph: Arc::new(predictor.prepare(g.as_ref()).unwrap()),
+                graph: Arc::new(predictor.prepare(g.as_cg()).unwrap()),
                 accuracy: Some(acc - 20.0),
             })
             .collect();

@@ -213,12 +213,7 @@ fn prepare_all(
                     chunk
                         .iter()
                         .map(|id| {
-                            let g = &stored[id];
-                            let graph = CgGraphRef {
-                                nodes: &g.nodes,
-                                edges: &g.edges,
-                            };
-                            prepare(graph)
+                            prepare(stored[id].as_cg())
                                 .map(Arc::new)
                                 .with_context(|| format!("architecture {id}"))
                         })

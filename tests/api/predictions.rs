@@ -504,7 +504,8 @@ fn nb201_accuracies() -> Vec<(String, f64)> {
 /// training-set fit must be clearly better than the test fit's floor.
 #[test]
 fn training_on_real_cells_generalises() {
-    use archdb::predict::{OwnedCg, TrainConfig, TrainSample};
+    use archdb::db::architectures::StoredGraph;
+    use archdb::predict::{TrainConfig, TrainSample};
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
 
@@ -519,11 +520,11 @@ fn training_on_real_cells_generalises() {
     )
     .unwrap();
     let sample = |i: usize, labelled: bool| {
-        let bytes = nb201_onnx(&table[i].0);
-        let ingested = archdb::ingest::ingest(bytes.into(), Default::default()).unwrap();
-        let graph = OwnedCg::from(&ingested.graph);
+        let model = archdb::generate::nb201_model(&table[i].0, 10).unwrap();
+        let ingested = archdb::ingest::ingest_model(model, Default::default()).unwrap();
+        let graph = StoredGraph::from(&ingested.graph);
         TrainSample {
-            graph: Arc::new(config.prepare(graph.as_ref()).unwrap()),
+            graph: Arc::new(config.prepare(graph.as_cg()).unwrap()),
             accuracy: labelled.then_some(table[i].1),
         }
     };
