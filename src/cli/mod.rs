@@ -243,24 +243,20 @@ pub async fn run(cli: Cli) -> Result<()> {
                     true
                 })
             };
-            let id = crate::worker::train::train(&database.pool, &request, None, progress).await;
-            bar.finish_and_clear();
-            let id = match id {
-                Ok(id) => id,
-                Err(e) => {
-                    database.close().await;
-                    return Err(e);
+            let info = with_database(database, async |pool| {
+                let id = crate::worker::train::train(pool, &request, None, progress).await;
+                bar.finish_and_clear();
+                let id = id?;
+                if let Some(path) = out {
+                    let bytes = crate::db::predictors::artifact(pool, id)
+                        .await?
+                        .context("predictor vanished")?;
+                    std::fs::write(&path, bytes)
+                        .with_context(|| format!("writing {}", path.display()))?;
                 }
-            };
-            let info = crate::db::predictors::get(&database.pool, id).await?;
-            if let Some(path) = out {
-                let bytes = crate::db::predictors::artifact(&database.pool, id)
-                    .await?
-                    .context("predictor vanished")?;
-                std::fs::write(&path, bytes)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            database.close().await;
+                Ok(crate::db::predictors::get(pool, id).await?)
+            })
+            .await?;
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(())
         }
@@ -283,15 +279,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             crate::worker::train::validate_finetune(&request)?;
             let database = Database::connect(&db).await?;
-            let id = crate::worker::train::finetune(&database.pool, &request, None).await;
-            let info = match id {
-                Ok(id) => crate::db::predictors::get(&database.pool, id).await?,
-                Err(e) => {
-                    database.close().await;
-                    return Err(e);
-                }
-            };
-            database.close().await;
+            let info = with_database(database, async |pool| {
+                let id = crate::worker::train::finetune(pool, &request, None).await?;
+                Ok(crate::db::predictors::get(pool, id).await?)
+            })
+            .await?;
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(())
         }
@@ -302,9 +294,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let target = parse_target(&target)?;
             let database = Database::connect(&db).await?;
-            let scores = crate::worker::train::evaluate(&database.pool, predictor, &target).await;
-            database.close().await;
-            println!("{}", serde_json::to_string_pretty(&scores?)?);
+            let scores = with_database(database, async |pool| {
+                crate::worker::train::evaluate(pool, predictor, &target).await
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&scores)?);
             Ok(())
         }
         Command::Openapi => {
@@ -342,6 +336,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs `work` on the database, then closes it (stopping an embedded cluster) whatever the
+/// outcome.
+async fn with_database<T>(
+    database: Database,
+    work: impl AsyncFnOnce(&sqlx::PgPool) -> Result<T>,
+) -> Result<T> {
+    let outcome = work(&database.pool).await;
+    database.close().await;
+    outcome
 }
 
 /// `benchmark/dataset/metric[/epoch[/split]][:max]`; an empty epoch or split means any
