@@ -24,19 +24,33 @@ const PREDICT_CHUNK: usize = 512;
 
 /// GENNAPE's target transform (Eq. 5): `y = Z(A / (log10(GFLOPs + 1) + 1))` with FLOPs = 2 ×
 /// MACs, Z the z-score of the training targets; with `flops_transform` off, `y = Z(A)`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+///
+/// With `quantiles`, z is further mapped through the training targets' empirical CDF onto
+/// `√3 (2p − 1)` (uniform, unit variance). Accuracy tables are skewed (NB201: most cells near
+/// 90 %, a tail down to 10 %), so plain z-scores spend the squared error on the tail while the
+/// ranking that τ measures is decided in the crowded top; uniform scores spread it evenly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetTransform {
     pub flops_transform: bool,
     pub mean: f64,
     pub std: f64,
+    /// Strictly increasing z-score knots at evenly spaced training quantiles (empty: no
+    /// quantile mapping; older artifacts lack the field).
+    #[serde(default)]
+    pub quantiles: Vec<f64>,
 }
 
+/// Knots kept by the quantile mapping: enough to follow any empirical CDF closely, few enough
+/// for the artifact's header.
+const MAX_QUANTILES: usize = 1001;
+
 impl TargetTransform {
-    pub fn fit(accuracies: &[f64], flops: &[f64], flops_transform: bool) -> Self {
+    pub fn fit(accuracies: &[f64], flops: &[f64], flops_transform: bool, quantiles: bool) -> Self {
         let mut t = Self {
             flops_transform,
             mean: 0.0,
             std: 1.0,
+            quantiles: Vec::new(),
         };
         let raw: Vec<f64> = accuracies
             .iter()
@@ -47,6 +61,19 @@ impl TargetTransform {
         t.mean = raw.iter().sum::<f64>() / n;
         let variance = raw.iter().map(|x| (x - t.mean).powi(2)).sum::<f64>() / n;
         t.std = if variance > 0.0 { variance.sqrt() } else { 1.0 };
+        if quantiles {
+            let mut z: Vec<f64> = raw.iter().map(|r| (r - t.mean) / t.std).collect();
+            z.sort_by(f64::total_cmp);
+            let k = z.len().min(MAX_QUANTILES);
+            let mut knots: Vec<f64> = (0..k)
+                .map(|j| z[(j * (z.len() - 1)).checked_div(k - 1).unwrap_or(0)])
+                .collect();
+            knots.dedup();
+            // One knot cannot define a CDF: keep plain z-scores then.
+            if knots.len() >= 2 {
+                t.quantiles = knots;
+            }
+        }
         t
     }
 
@@ -60,12 +87,52 @@ impl TargetTransform {
 
     /// Accuracy → target.
     pub fn forward(&self, accuracy: f64, flops: f64) -> f64 {
-        (accuracy / self.divisor(flops) - self.mean) / self.std
+        let z = (accuracy / self.divisor(flops) - self.mean) / self.std;
+        if self.quantiles.is_empty() {
+            return z;
+        }
+        let q = &self.quantiles;
+        let last = (q.len() - 1) as f64;
+        // Position along the knots, extrapolated linearly with the end segments' mean slope.
+        let position = match q.partition_point(|&k| k <= z) {
+            0 => (z - q[0]) / self.end_slope(false),
+            i if i == q.len() => last + (z - q[q.len() - 1]) / self.end_slope(true),
+            i => (i - 1) as f64 + (z - q[i - 1]) / (q[i] - q[i - 1]),
+        };
+        3f64.sqrt() * (2.0 * position / last - 1.0)
     }
 
     /// Target → accuracy.
     pub fn inverse(&self, target: f64, flops: f64) -> f64 {
-        (target * self.std + self.mean) * self.divisor(flops)
+        let z = if self.quantiles.is_empty() {
+            target
+        } else {
+            let q = &self.quantiles;
+            let last = (q.len() - 1) as f64;
+            let position = (target / 3f64.sqrt() + 1.0) / 2.0 * last;
+            if position <= 0.0 {
+                q[0] + position * self.end_slope(false)
+            } else if position >= last {
+                q[q.len() - 1] + (position - last) * self.end_slope(true)
+            } else {
+                let i = position.floor() as usize;
+                q[i] + (position - i as f64) * (q[i + 1] - q[i])
+            }
+        };
+        (z * self.std + self.mean) * self.divisor(flops)
+    }
+
+    /// z per knot step over the last (or first) 5 % of the knots: predictions beyond the
+    /// training range keep their order instead of being clamped to ties.
+    fn end_slope(&self, top: bool) -> f64 {
+        let q = &self.quantiles;
+        let span = (q.len() / 20).max(1);
+        let (lo, hi) = if top {
+            (q[q.len() - 1 - span], q[q.len() - 1])
+        } else {
+            (q[0], q[span])
+        };
+        (hi - lo) / span as f64
     }
 }
 
@@ -361,7 +428,7 @@ mod tests {
     fn target_transform_round_trips() {
         let acc = [90.0, 80.0, 70.0];
         let flops = [2e9, 5e8, 0.0];
-        let t = TargetTransform::fit(&acc, &flops, true);
+        let t = TargetTransform::fit(&acc, &flops, true, false);
         let y: Vec<f64> = acc
             .iter()
             .zip(&flops)
@@ -376,8 +443,55 @@ mod tests {
             flops_transform: true,
             mean: 0.0,
             std: 1.0,
+            quantiles: Vec::new(),
         };
         assert!((plain.forward(90.0, 2e9) - 90.0 / (3f64.log10() + 1.0)).abs() < 1e-12);
         assert_eq!(mean_std(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
+    }
+
+    #[test]
+    fn quantile_targets_are_uniform_and_invertible() {
+        // Skewed like NB201: a crowd near 90 and a tail down to 10.
+        let acc: Vec<f64> = (0..200)
+            .map(|i| {
+                if i < 20 {
+                    10.0 + i as f64
+                } else {
+                    85.0 + i as f64 / 40.0
+                }
+            })
+            .collect();
+        let flops = vec![1e8; acc.len()];
+        let t = TargetTransform::fit(&acc, &flops, true, true);
+        let y: Vec<f64> = acc.iter().map(|&a| t.forward(a, 1e8)).collect();
+        // Uniform scores: mean 0, variance 1 (up to the discrete grid), every target in ±√3.
+        let mean = y.iter().sum::<f64>() / y.len() as f64;
+        let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / y.len() as f64;
+        assert!(
+            mean.abs() < 1e-9 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
+        assert!(y.iter().all(|v| v.abs() <= 3f64.sqrt() + 1e-9));
+        assert!((y[0] + 3f64.sqrt()).abs() < 1e-9 && (y[199] - 3f64.sqrt()).abs() < 1e-9);
+        // The tail's 20 cells get 10 % of the range, as many as their share of the cells.
+        assert!((y[20] - y[0] - 3f64.sqrt() * 2.0 * 20.0 / 199.0).abs() < 1e-9);
+        for (&a, &y) in acc.iter().zip(&y) {
+            assert!((t.inverse(y, 1e8) - a).abs() < 1e-9, "{a} -> {y}");
+        }
+        // Beyond the training range the mapping extrapolates, still strictly increasing.
+        let above = [
+            t.forward(90.0, 1e8),
+            t.forward(91.0, 1e8),
+            t.forward(95.0, 1e8),
+        ];
+        assert!(above[0] < above[1] && above[1] < above[2], "{above:?}");
+        assert!((t.inverse(above[2], 1e8) - 95.0).abs() < 1e-9);
+        assert!(t.forward(5.0, 1e8) < t.forward(9.0, 1e8));
+        // Ties collapse to one knot; a single distinct value falls back to z-scores.
+        assert!(
+            TargetTransform::fit(&[50.0; 4], &[0.0; 4], false, true)
+                .quantiles
+                .is_empty()
+        );
     }
 }

@@ -67,6 +67,13 @@ pub struct TrainConfig {
     /// Weight of the pairwise logistic ranking loss added to the MSE (0 = MSE only).
     pub rank_weight: f64,
     pub flops_transform: bool,
+    /// Map the (FLOPs-transformed) targets to uniform scores of their training quantiles (see
+    /// [`TargetTransform`]).
+    #[serde(default)]
+    pub quantile_targets: bool,
+    /// Decay the regression learning rate along a half cosine to zero over `epochs`.
+    #[serde(default)]
+    pub cosine_schedule: bool,
     /// Fuzzy c-means clusters (heads); 1 = a single head, no clustering.
     pub clusters: usize,
     pub fuzzifier: f64,
@@ -94,6 +101,8 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             rank_weight: 0.5,
             flops_transform: true,
+            quantile_targets: false,
+            cosine_schedule: false,
             clusters: 4,
             fuzzifier: 2.0,
             head_epochs: 50,
@@ -172,6 +181,7 @@ pub fn train(
             .map(|&i| samples[i].graph.flops)
             .collect::<Vec<_>>(),
         config.flops_transform,
+        config.quantile_targets,
     );
     let targets: Vec<f32> = samples
         .iter()
@@ -194,7 +204,7 @@ pub fn train(
     let context = Context {
         samples,
         targets: &targets,
-        target,
+        target: target.clone(),
         config,
         vocabulary: &vocabulary,
         device: &device,
@@ -499,6 +509,12 @@ impl Context<'_> {
         let mut order = train_idx.to_vec();
         let mut best: Option<(f64, Vec<Tensor>)> = None;
         for epoch in 0..config.epochs {
+            if config.cosine_schedule {
+                let progress = epoch as f64 / config.epochs as f64;
+                optimizer.set_learning_rate(
+                    config.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+                );
+            }
             let started = Instant::now();
             order.shuffle(rng);
             let (mut total, mut count) = (0.0, 0);
