@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use archdb::db::architectures::StoredGraph;
 use archdb::generate::{nb201_arch_strings, nb201_model};
 use archdb::graph::BuildOptions;
+use archdb::predict::model::TargetScores;
 use archdb::predict::{Predictor, PreparedGraph, Scores, TrainConfig, TrainSample, train};
 use prost::Message;
 use rand::SeedableRng;
@@ -82,7 +83,8 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-/// The ablation ladder: each variant adds one GENNAPE component to the previous.
+/// The ablation ladder: each variant adds one component to the previous (GENNAPE's, then the
+/// ranking loss and quantile target scores).
 fn variant(name: &str) -> Result<TrainConfig> {
     let full = TrainConfig::default();
     let kgnn = TrainConfig {
@@ -94,6 +96,7 @@ fn variant(name: &str) -> Result<TrainConfig> {
         head_epochs: 0,
         flops_transform: false,
         rank_weight: 0.0,
+        target_scores: TargetScores::Z,
         ..full.clone()
     };
     let cl = TrainConfig {
@@ -109,13 +112,18 @@ fn variant(name: &str) -> Result<TrainConfig> {
         flops_transform: true,
         ..cl_fcm.clone()
     };
+    let cl_fcm_t_rank = TrainConfig {
+        rank_weight: full.rank_weight,
+        ..cl_fcm_t.clone()
+    };
     Ok(match name {
         "kgnn" => kgnn,
         "cl" => cl,
         "cl_fcm" => cl_fcm,
         "cl_fcm_t" => cl_fcm_t,
+        "cl_fcm_t_rank" => cl_fcm_t_rank,
         "full" => full,
-        _ => bail!("unknown variant {name}: kgnn, cl, cl_fcm, cl_fcm_t, full"),
+        _ => bail!("unknown variant {name}: kgnn, cl, cl_fcm, cl_fcm_t, cl_fcm_t_rank, full"),
     })
 }
 

@@ -25,19 +25,36 @@ const PREDICT_CHUNK: usize = 512;
 /// GENNAPE's target transform (Eq. 5): `y = Z(A / (log10(GFLOPs + 1) + 1))` with FLOPs = 2 ×
 /// MACs, Z the z-score of the training targets; with `flops_transform` off, `y = Z(A)`.
 ///
-/// With `quantiles`, z is further mapped through the training targets' empirical CDF onto
-/// `√3 (2p − 1)` (uniform, unit variance). Accuracy tables are skewed (NB201: most cells near
-/// 90 %, a tail down to 10 %), so plain z-scores spend the squared error on the tail while the
-/// ranking that τ measures is decided in the crowded top; uniform scores spread it evenly.
+/// Optionally z is further mapped through the training targets' empirical CDF onto quantile
+/// scores ([`TargetScores`]). Accuracy tables are skewed (NB201: most cells near 90 %, a tail
+/// down to 10 %), so plain z-scores spend the squared error on the tail while the ranking that
+/// τ measures is decided in the crowded top; quantile scores spread it evenly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetTransform {
     pub flops_transform: bool,
     pub mean: f64,
     pub std: f64,
-    /// Strictly increasing z-score knots at evenly spaced training quantiles (empty: no
-    /// quantile mapping; older artifacts lack the field).
+    /// How z-scores become targets (older artifacts lack the field: plain z-scores).
+    #[serde(default)]
+    pub scores: TargetScores,
+    /// Strictly increasing z-score knots at evenly spaced training quantiles (empty with
+    /// [`TargetScores::Z`]).
     #[serde(default)]
     pub quantiles: Vec<f64>,
+}
+
+/// The scale regression targets are on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetScores {
+    /// z-scores (GENNAPE).
+    #[default]
+    Z,
+    /// `√3 (2p − 1)` of the training quantile p: uniform, unit variance, bounded tails.
+    Uniform,
+    /// `(√3/π) logit(p)`: unit-variance logistic scores, whose stretched tails keep the extremes
+    /// (the best architectures, and failed ones) apart.
+    Logistic,
 }
 
 /// Knots kept by the quantile mapping: enough to follow any empirical CDF closely, few enough
@@ -45,11 +62,17 @@ pub struct TargetTransform {
 const MAX_QUANTILES: usize = 1001;
 
 impl TargetTransform {
-    pub fn fit(accuracies: &[f64], flops: &[f64], flops_transform: bool, quantiles: bool) -> Self {
+    pub fn fit(
+        accuracies: &[f64],
+        flops: &[f64],
+        flops_transform: bool,
+        scores: TargetScores,
+    ) -> Self {
         let mut t = Self {
             flops_transform,
             mean: 0.0,
             std: 1.0,
+            scores: TargetScores::Z,
             quantiles: Vec::new(),
         };
         let raw: Vec<f64> = accuracies
@@ -61,7 +84,7 @@ impl TargetTransform {
         t.mean = raw.iter().sum::<f64>() / n;
         let variance = raw.iter().map(|x| (x - t.mean).powi(2)).sum::<f64>() / n;
         t.std = if variance > 0.0 { variance.sqrt() } else { 1.0 };
-        if quantiles {
+        if scores != TargetScores::Z {
             let mut z: Vec<f64> = raw.iter().map(|r| (r - t.mean) / t.std).collect();
             z.sort_by(f64::total_cmp);
             let k = z.len().min(MAX_QUANTILES);
@@ -72,6 +95,7 @@ impl TargetTransform {
             // One knot cannot define a CDF: keep plain z-scores then.
             if knots.len() >= 2 {
                 t.quantiles = knots;
+                t.scores = scores;
             }
         }
         t
@@ -88,38 +112,74 @@ impl TargetTransform {
     /// Accuracy → target.
     pub fn forward(&self, accuracy: f64, flops: f64) -> f64 {
         let z = (accuracy / self.divisor(flops) - self.mean) / self.std;
-        if self.quantiles.is_empty() {
+        if self.scores == TargetScores::Z {
             return z;
         }
         let q = &self.quantiles;
-        let last = (q.len() - 1) as f64;
+        let last = q.len() - 1;
         // Position along the knots, extrapolated linearly with the end segments' mean slope.
         let position = match q.partition_point(|&k| k <= z) {
             0 => (z - q[0]) / self.end_slope(false),
-            i if i == q.len() => last + (z - q[q.len() - 1]) / self.end_slope(true),
+            i if i == q.len() => last as f64 + (z - q[last]) / self.end_slope(true),
             i => (i - 1) as f64 + (z - q[i - 1]) / (q[i] - q[i - 1]),
         };
-        3f64.sqrt() * (2.0 * position / last - 1.0)
+        self.score(position)
     }
 
     /// Target → accuracy.
     pub fn inverse(&self, target: f64, flops: f64) -> f64 {
-        let z = if self.quantiles.is_empty() {
+        let z = if self.scores == TargetScores::Z {
             target
         } else {
             let q = &self.quantiles;
-            let last = (q.len() - 1) as f64;
-            let position = (target / 3f64.sqrt() + 1.0) / 2.0 * last;
+            let last = q.len() - 1;
+            let position = self.position(target);
             if position <= 0.0 {
                 q[0] + position * self.end_slope(false)
-            } else if position >= last {
-                q[q.len() - 1] + (position - last) * self.end_slope(true)
+            } else if position >= last as f64 {
+                q[last] + (position - last as f64) * self.end_slope(true)
             } else {
                 let i = position.floor() as usize;
                 q[i] + (position - i as f64) * (q[i + 1] - q[i])
             }
         };
         (z * self.std + self.mean) * self.divisor(flops)
+    }
+
+    /// Knot position (0 … knots − 1, continued linearly beyond) → quantile score.
+    fn score(&self, position: f64) -> f64 {
+        let last = (self.quantiles.len() - 1) as f64;
+        match self.scores {
+            TargetScores::Z => position,
+            TargetScores::Uniform => 3f64.sqrt() * (2.0 * position / last - 1.0),
+            TargetScores::Logistic => {
+                let (scale, n) = (3f64.sqrt() / std::f64::consts::PI, last + 1.0);
+                // Knot i sits at p = (i + ½)/n; beyond the end knots the score goes on
+                // linearly with the end knots' slope.
+                let inside = position.clamp(0.0, last);
+                let p = (inside + 0.5) / n;
+                let slope = scale / (n * p * (1.0 - p));
+                scale * (p / (1.0 - p)).ln() + (position - inside) * slope
+            }
+        }
+    }
+
+    /// Inverse of [`Self::score`].
+    fn position(&self, score: f64) -> f64 {
+        let last = (self.quantiles.len() - 1) as f64;
+        match self.scores {
+            TargetScores::Z => score,
+            TargetScores::Uniform => (score / 3f64.sqrt() + 1.0) / 2.0 * last,
+            TargetScores::Logistic => {
+                let (scale, n) = (3f64.sqrt() / std::f64::consts::PI, last + 1.0);
+                let end = self.score(last);
+                let inside = score.clamp(-end, end);
+                let p = 1.0 / (1.0 + (-inside / scale).exp());
+                // The end knots' slope (p(1 − p) is the same at both ends).
+                let slope = scale / (n * (0.5 / n) * (1.0 - 0.5 / n));
+                p * n - 0.5 + (score - inside) / slope
+            }
+        }
     }
 
     /// z per knot step over the last (or first) 5 % of the knots: predictions beyond the
@@ -428,7 +488,7 @@ mod tests {
     fn target_transform_round_trips() {
         let acc = [90.0, 80.0, 70.0];
         let flops = [2e9, 5e8, 0.0];
-        let t = TargetTransform::fit(&acc, &flops, true, false);
+        let t = TargetTransform::fit(&acc, &flops, true, TargetScores::Z);
         let y: Vec<f64> = acc
             .iter()
             .zip(&flops)
@@ -443,6 +503,7 @@ mod tests {
             flops_transform: true,
             mean: 0.0,
             std: 1.0,
+            scores: TargetScores::Z,
             quantiles: Vec::new(),
         };
         assert!((plain.forward(90.0, 2e9) - 90.0 / (3f64.log10() + 1.0)).abs() < 1e-12);
@@ -462,7 +523,7 @@ mod tests {
             })
             .collect();
         let flops = vec![1e8; acc.len()];
-        let t = TargetTransform::fit(&acc, &flops, true, true);
+        let t = TargetTransform::fit(&acc, &flops, true, TargetScores::Uniform);
         let y: Vec<f64> = acc.iter().map(|&a| t.forward(a, 1e8)).collect();
         // Uniform scores: mean 0, variance 1 (up to the discrete grid), every target in ±√3.
         let mean = y.iter().sum::<f64>() / y.len() as f64;
@@ -488,10 +549,29 @@ mod tests {
         assert!((t.inverse(above[2], 1e8) - 95.0).abs() < 1e-9);
         assert!(t.forward(5.0, 1e8) < t.forward(9.0, 1e8));
         // Ties collapse to one knot; a single distinct value falls back to z-scores.
-        assert!(
-            TargetTransform::fit(&[50.0; 4], &[0.0; 4], false, true)
-                .quantiles
-                .is_empty()
-        );
+        let single = TargetTransform::fit(&[50.0; 4], &[0.0; 4], false, TargetScores::Uniform);
+        assert!(single.quantiles.is_empty() && single.scores == TargetScores::Z);
+    }
+
+    #[test]
+    fn logistic_targets_stretch_the_tails_and_invert() {
+        let acc: Vec<f64> = (0..101).map(|i| 50.0 + i as f64 * 0.4).collect();
+        let t = TargetTransform::fit(&acc, &[0.0; 101], false, TargetScores::Logistic);
+        let y: Vec<f64> = acc.iter().map(|&a| t.forward(a, 0.0)).collect();
+        // Symmetric around the median, unit scale: knot i at logit((i + ½)/101) · √3/π.
+        assert!(y[50].abs() < 1e-9 && (y[0] + y[100]).abs() < 1e-9);
+        let expected = 3f64.sqrt() / std::f64::consts::PI * (100.5f64 / 0.5).ln();
+        assert!((y[100] - expected).abs() < 1e-9, "{} vs {expected}", y[100]);
+        // Equal accuracy steps: wider target steps at the ends than in the middle.
+        assert!(y[100] - y[99] > 5.0 * (y[51] - y[50]));
+        for (&a, &y) in acc.iter().zip(&y) {
+            assert!((t.inverse(y, 0.0) - a).abs() < 1e-9, "{a} -> {y}");
+        }
+        // Continued linearly beyond the training range, both ways, and still invertible.
+        for a in [20.0, 49.0, 91.0, 99.0] {
+            let y = t.forward(a, 0.0);
+            assert!((t.inverse(y, 0.0) - a).abs() < 1e-9, "{a} -> {y}");
+        }
+        assert!(t.forward(99.0, 0.0) > t.forward(91.0, 0.0) && t.forward(91.0, 0.0) > y[100]);
     }
 }

@@ -28,8 +28,8 @@ use super::encoder::{Dropout, Encoder, EncoderConfig};
 use super::fcm::Fcm;
 use super::features::{FeatureConfig, NUMERIC_FEATURES, PreparedGraph};
 use super::model::{
-    Head, Member, MemberConfig, ModelConfig, Predictor, TargetTransform, memberships_tensor,
-    mixture, to_array,
+    Head, Member, MemberConfig, ModelConfig, Predictor, TargetScores, TargetTransform,
+    memberships_tensor, mixture, to_array,
 };
 use super::nn::{self, Params, Source};
 use super::spectral::spectral_signature;
@@ -67,13 +67,10 @@ pub struct TrainConfig {
     /// Weight of the pairwise logistic ranking loss added to the MSE (0 = MSE only).
     pub rank_weight: f64,
     pub flops_transform: bool,
-    /// Map the (FLOPs-transformed) targets to uniform scores of their training quantiles (see
+    /// Scale of the (FLOPs-transformed) regression targets: z-scores or quantile scores (see
     /// [`TargetTransform`]).
     #[serde(default)]
-    pub quantile_targets: bool,
-    /// Decay the regression learning rate along a half cosine to zero over `epochs`.
-    #[serde(default)]
-    pub cosine_schedule: bool,
+    pub target_scores: TargetScores,
     /// Fuzzy c-means clusters (heads); 1 = a single head, no clustering.
     pub clusters: usize,
     pub fuzzifier: f64,
@@ -99,10 +96,9 @@ impl Default for TrainConfig {
             batch_size: 32,
             learning_rate: 1e-3,
             weight_decay: 0.0,
-            rank_weight: 0.5,
+            rank_weight: 0.25,
             flops_transform: true,
-            quantile_targets: false,
-            cosine_schedule: false,
+            target_scores: TargetScores::Uniform,
             clusters: 4,
             fuzzifier: 2.0,
             head_epochs: 50,
@@ -181,7 +177,7 @@ pub fn train(
             .map(|&i| samples[i].graph.flops)
             .collect::<Vec<_>>(),
         config.flops_transform,
-        config.quantile_targets,
+        config.target_scores,
     );
     let targets: Vec<f32> = samples
         .iter()
@@ -509,12 +505,6 @@ impl Context<'_> {
         let mut order = train_idx.to_vec();
         let mut best: Option<(f64, Vec<Tensor>)> = None;
         for epoch in 0..config.epochs {
-            if config.cosine_schedule {
-                let progress = epoch as f64 / config.epochs as f64;
-                optimizer.set_learning_rate(
-                    config.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
-                );
-            }
             let started = Instant::now();
             order.shuffle(rng);
             let (mut total, mut count) = (0.0, 0);
