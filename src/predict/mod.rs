@@ -19,6 +19,7 @@ pub mod backend;
 pub mod batch;
 pub mod contrastive;
 pub mod encoder;
+pub mod export;
 pub mod fcm;
 pub mod features;
 pub mod model;

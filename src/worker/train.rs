@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::db::predictors::{self, IndexRow, Measured, NewPredictor, Target};
 use crate::db::{architectures::StoredGraph, jobs};
+use crate::predict::export;
 use crate::predict::{
     Backend, CgGraphRef, EpochReport, FinetuneConfig, PredictError, Predictor, PreparedGraph,
     TrainConfig, TrainSample,
@@ -292,6 +293,123 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await?
 }
 
+/// The split a train request uses: `train_size` (default 10 %) random positions by seed, and the
+/// held-out rest.
+fn train_split(
+    population: &Population,
+    request: &TrainRequest,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let n = population.measured.len();
+    if n < 4 {
+        bail!(
+            "target {:?} has {n} measured architectures with graphs; at least 4 are needed",
+            request.target
+        );
+    }
+    let train_size = request.train_size.unwrap_or((n / 10).max(2)).min(n - 1);
+    Ok(population.split(train_size, request.seed))
+}
+
+/// Which side of a train request's split a training-set file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetPart {
+    /// The training graphs (what `archdb train` trains on).
+    Train,
+    /// The held-out graphs (what its evaluation scores), labelled, for predictions only.
+    Test,
+}
+
+/// The training-set file (`crate::predict::export`) of `request`'s split: the same graphs,
+/// split and settings `archdb train` would use, per node, for another trainer.
+pub async fn export_set(pool: &PgPool, request: &TrainRequest, part: SetPart) -> Result<Vec<u8>> {
+    let mut config = validate_train(request)?;
+    config.seed = request.seed;
+    let prepare_config = config.clone();
+    let population =
+        Population::load(pool, &request.target, move |g| prepare_config.prepare(g)).await?;
+    let (train_idx, test_idx) = train_split(&population, request)?;
+    let positions = match part {
+        SetPart::Train => &train_idx,
+        SetPart::Test => &test_idx,
+    };
+    let ids: Vec<i64> = positions
+        .iter()
+        .map(|&i| population.measured[i].architecture_id)
+        .collect();
+    let mut stored: HashMap<i64, StoredGraph> = HashMap::new();
+    for chunk in ids.chunks(2_000) {
+        stored.extend(predictors::graphs(pool, chunk).await?);
+    }
+    let description = serde_json::json!({
+        "target": request.target,
+        "split": {
+            "method": "random",
+            "seed": request.seed,
+            "train_size": train_idx.len(),
+            "test_size": test_idx.len(),
+            "part": part,
+        },
+    });
+    let values: Vec<(i64, f64)> = positions
+        .iter()
+        .map(|&i| {
+            let m = &population.measured[i];
+            (m.architecture_id, m.value)
+        })
+        .collect();
+    blocking(move || {
+        let graphs = values
+            .iter()
+            .map(|&(id, value)| {
+                Ok(export::SetGraph {
+                    id,
+                    graph: stored
+                        .get(&id)
+                        .with_context(|| format!("architecture {id} lost its graph"))?
+                        .as_cg(),
+                    accuracy: Some(value),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(export::training_set(&graphs, &config, &description)?)
+    })
+    .await
+}
+
+/// A predictor's predictions for the graphs of a training-set file (looked up by architecture
+/// id), with their scores against the set's accuracies when every graph is labelled.
+pub async fn predict_set(
+    pool: &PgPool,
+    predictor: Predictor,
+    set: &[u8],
+) -> Result<serde_json::Value> {
+    let (ids, accuracy) = export::set_ids(set)?;
+    let mut stored = predictors::graphs(pool, &ids).await?;
+    let graphs = ids
+        .iter()
+        .map(|id| {
+            stored
+                .remove(id)
+                .with_context(|| format!("architecture {id} has no stored graph"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    blocking(move || {
+        let refs: Vec<CgGraphRef> = graphs.iter().map(StoredGraph::as_cg).collect();
+        let predictions = predictor.predict(&refs)?;
+        let scores = accuracy.iter().all(|a| a.is_finite()).then(|| {
+            let predicted: Vec<f64> = predictions.iter().map(|p| p.accuracy).collect();
+            Scores::compute(&predicted, &accuracy)
+        });
+        Ok(serde_json::json!({
+            "architecture_ids": ids,
+            "predictions": predictions,
+            "scores": scores,
+        }))
+    })
+    .await
+}
+
 /// Trains, evaluates and registers a predictor. Returns its id.
 pub async fn train(
     pool: &PgPool,
@@ -307,15 +425,7 @@ pub async fn train(
     let prepare_config = config.clone();
     let population =
         Population::load(pool, &request.target, move |g| prepare_config.prepare(g)).await?;
-    let n = population.measured.len();
-    if n < 4 {
-        bail!(
-            "target {:?} has {n} measured architectures with graphs; at least 4 are needed",
-            request.target
-        );
-    }
-    let train_size = request.train_size.unwrap_or((n / 10).max(2)).min(n - 1);
-    let (train_idx, test_idx) = population.split(train_size, request.seed);
+    let (train_idx, test_idx) = train_split(&population, request)?;
     let samples: Vec<TrainSample> = train_idx
         .iter()
         .map(|&i| population.sample(i, true))
