@@ -80,12 +80,10 @@ fn python() -> Option<String> {
         .filter(|p| !p.is_empty());
     if python.is_none() {
         // Written past the test harness's capture, so that the skip shows in every run.
-        writeln!(
-            std::io::stderr(),
-            "SKIPPED torch parity: set ARCHDB_TORCH_PYTHON to a Python with torch, numpy and \
-             safetensors (e.g. made by .ci/torch-venv.sh) to run it"
-        )
-        .unwrap();
+        std::io::stderr()
+            .write_all(concat!("SKIPPED torch parity: set ARCHDB_TORCH_PYTHON to a Python with torch, numpy and \
+             safetensors (e.g. made by .ci/torch-venv.sh) to run it", "\n").as_bytes())
+            .unwrap();
     }
     python
 }

@@ -50,6 +50,7 @@ def main(argv=None):
     t.add_argument("--out", required=True)
     t.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
     t.add_argument("--config", default="{}", help="JSON overrides of the set's train_config")
+    t.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's choice)")
     p = sub.add_parser("predict", help="predict a set's graphs with an archdb artifact")
     p.add_argument("--artifact", required=True)
     p.add_argument("--set", required=True)
@@ -66,6 +67,8 @@ def main(argv=None):
     if args.command == "train":
         from .train import train
 
+        if args.threads:
+            torch.set_num_threads(args.threads)
         data = TrainingSet(args.set)
         started = time.time()
         predictor = train(data, device, json.loads(args.config), progress=print_report)

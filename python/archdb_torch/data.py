@@ -50,7 +50,7 @@ class Batcher:
         offsets = torch.as_tensor(data.node_offsets, dtype=torch.long)
         edges = torch.as_tensor(data.edges, dtype=torch.long)
         # Edges are stored graph after graph: graph g owns edge_offsets[g]..edge_offsets[g+1].
-        edge_graph = torch.searchsorted(offsets, edges[:, 0], right=True) - 1
+        edge_graph = torch.searchsorted(offsets, edges[:, 0].contiguous(), right=True) - 1
         edge_counts = torch.bincount(edge_graph, minlength=len(data))
         self.node_start = offsets[:-1].to(device)
         self.node_count = (offsets[1:] - offsets[:-1]).to(device)

@@ -90,6 +90,8 @@ pub enum Command {
         /// Also write the artifact to this file (how `data/predictor/` is made).
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        trainer: crate::worker::train::TrainerOptions,
     },
     /// Fine-tune a registered predictor to a new target from a few of its measured architectures
     /// (as POST /v1/predictors/{id}/finetune), evaluate it on the others and register it.
@@ -243,6 +245,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             config,
             activate,
             out,
+            trainer,
         } => {
             let request = crate::worker::train::TrainRequest {
                 name,
@@ -278,7 +281,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 })
             };
             let info = with_database(database, async |pool| {
-                let id = crate::worker::train::train(pool, &request, None, progress).await;
+                let id =
+                    crate::worker::train::train(pool, &request, None, &trainer, progress).await;
                 bar.finish_and_clear();
                 let id = id?;
                 if let Some(path) = out {

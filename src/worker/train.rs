@@ -5,7 +5,9 @@
 //! `archdb serve` registers the bundled predictor with [`register_artifact`].
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,7 +24,7 @@ use crate::db::{architectures::StoredGraph, jobs};
 use crate::predict::export;
 use crate::predict::{
     Backend, CgGraphRef, EpochReport, FinetuneConfig, PredictError, Predictor, PreparedGraph,
-    TrainConfig, TrainSample,
+    Stage, TrainConfig, TrainSample,
 };
 use crate::stats::Scores;
 
@@ -133,6 +135,124 @@ pub fn best_backend() -> Backend {
     } else {
         Backend::Cpu
     }
+}
+
+/// Which implementation trains predictors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trainer {
+    /// archdb's own (candle; CUDA only in a `cuda` build).
+    Rust,
+    /// python/archdb_torch as a child process (PyTorch; CUDA when PyTorch sees a GPU).
+    Torch,
+}
+
+/// How training runs (`archdb worker` and `archdb train` flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainerOptions {
+    #[arg(long, env = "ARCHDB_TRAINER", value_enum, default_value = "rust")]
+    pub trainer: Trainer,
+    /// Python interpreter with torch, numpy and safetensors, for `--trainer torch`.
+    #[arg(long, env = "ARCHDB_TORCH_PYTHON", default_value = "python3")]
+    pub python: PathBuf,
+    /// Directory that holds the `archdb_torch` package (the repository's `python/`).
+    #[arg(long, env = "ARCHDB_TORCH_PACKAGE", default_value = "python")]
+    pub torch_package: PathBuf,
+}
+
+impl Default for TrainerOptions {
+    /// The flags' defaults.
+    fn default() -> Self {
+        Self {
+            trainer: Trainer::Rust,
+            python: "python3".into(),
+            torch_package: "python".into(),
+        }
+    }
+}
+
+/// Trains with `python -m archdb_torch train` on a training-set file: its JSON progress lines
+/// go to `progress` (returning false kills the trainer), its artifact is loaded as archdb's own.
+fn torch_train(
+    options: &TrainerOptions,
+    set: &[u8],
+    progress: &mut ProgressFn,
+) -> Result<Predictor> {
+    /// One progress line of the PyTorch trainer (the fields of [`EpochReport`]).
+    #[derive(Deserialize)]
+    struct Line {
+        member: usize,
+        stage: String,
+        epoch: usize,
+        loss: f64,
+        validation_kendall: Option<f64>,
+        seconds: f64,
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "archdb-torch-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let outcome = (|| {
+        let (set_path, out, log) = (
+            dir.join("set.safetensors"),
+            dir.join("model.safetensors"),
+            dir.join("stderr.log"),
+        );
+        std::fs::write(&set_path, set)?;
+        let mut child = Command::new(&options.python)
+            .args(["-m", "archdb_torch", "train", "--set"])
+            .arg(&set_path)
+            .arg("--out")
+            .arg(&out)
+            .env("PYTHONPATH", &options.torch_package)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", options.python.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = serde_json::from_str::<Line>(&line?) else {
+                continue; // the closing summary line
+            };
+            let stage = match line.stage.as_str() {
+                "Pretrain" => Stage::Pretrain,
+                "Regression" => Stage::Regression,
+                "Heads" => Stage::Heads,
+                other => bail!("the PyTorch trainer reported an unknown stage {other}"),
+            };
+            let report = EpochReport {
+                member: line.member,
+                stage,
+                epoch: line.epoch,
+                loss: line.loss,
+                validation_kendall: line.validation_kendall,
+                seconds: line.seconds,
+            };
+            if !progress(&report) {
+                child.kill()?;
+                child.wait()?;
+                return Err(PredictError::Cancelled.into());
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "the PyTorch trainer failed ({status}):\n{}",
+                tail.join("\n")
+            );
+        }
+        Predictor::load(&out, Backend::Cpu).context("loading the PyTorch-trained artifact")
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
 }
 
 /// Checks a train request before it is queued (so the API can answer 422 at once).
@@ -333,15 +453,18 @@ pub async fn export_set(pool: &PgPool, request: &TrainRequest, part: SetPart) ->
         SetPart::Train => &train_idx,
         SetPart::Test => &test_idx,
     };
-    let ids: Vec<i64> = positions
-        .iter()
-        .map(|&i| population.measured[i].architecture_id)
-        .collect();
-    let mut stored: HashMap<i64, StoredGraph> = HashMap::new();
-    for chunk in ids.chunks(2_000) {
-        stored.extend(predictors::graphs(pool, chunk).await?);
-    }
-    let description = serde_json::json!({
+    let description = set_description(request, &train_idx, &test_idx, part);
+    set_of(pool, &population, positions, config, description).await
+}
+
+/// What a training-set file of a train request's split holds (its `target` metadata).
+fn set_description(
+    request: &TrainRequest,
+    train_idx: &[usize],
+    test_idx: &[usize],
+    part: SetPart,
+) -> serde_json::Value {
+    serde_json::json!({
         "target": request.target,
         "split": {
             "method": "random",
@@ -350,7 +473,18 @@ pub async fn export_set(pool: &PgPool, request: &TrainRequest, part: SetPart) ->
             "test_size": test_idx.len(),
             "part": part,
         },
-    });
+    })
+}
+
+/// The training-set file of the architectures at `positions` of a population (their stored
+/// graphs read again: the population keeps only the featurised ones).
+async fn set_of(
+    pool: &PgPool,
+    population: &Population,
+    positions: &[usize],
+    config: TrainConfig,
+    description: serde_json::Value,
+) -> Result<Vec<u8>> {
     let values: Vec<(i64, f64)> = positions
         .iter()
         .map(|&i| {
@@ -358,6 +492,11 @@ pub async fn export_set(pool: &PgPool, request: &TrainRequest, part: SetPart) ->
             (m.architecture_id, m.value)
         })
         .collect();
+    let ids: Vec<i64> = values.iter().map(|&(id, _)| id).collect();
+    let mut stored: HashMap<i64, StoredGraph> = HashMap::new();
+    for chunk in ids.chunks(2_000) {
+        stored.extend(predictors::graphs(pool, chunk).await?);
+    }
     blocking(move || {
         let graphs = values
             .iter()
@@ -415,6 +554,7 @@ pub async fn train(
     pool: &PgPool,
     request: &TrainRequest,
     job: Option<&JobRef>,
+    trainer: &TrainerOptions,
     mut progress: ProgressFn,
 ) -> Result<i64> {
     let mut config = validate_train(request)?;
@@ -430,14 +570,25 @@ pub async fn train(
         .iter()
         .map(|&i| population.sample(i, true))
         .collect();
+    let set = match trainer.trainer {
+        Trainer::Rust => None,
+        Trainer::Torch => {
+            let description = set_description(request, &train_idx, &test_idx, SetPart::Train);
+            Some(set_of(pool, &population, &train_idx, config.clone(), description).await?)
+        }
+    };
 
     let started = Instant::now();
     let population = Arc::new(population);
     let (predictor, rows) = {
         let population = population.clone();
         let config = config.clone();
+        let trainer = trainer.clone();
         blocking(move || {
-            let mut predictor = crate::predict::train(&samples, &config, &mut |r| progress(&r))?;
+            let mut predictor = match set {
+                None => crate::predict::train(&samples, &config, &mut |r| progress(&r))?,
+                Some(set) => torch_train(&trainer, &set, &mut progress)?,
+            };
             // Rows are predicted after training; their timing is not training time.
             predictor.threads = crate::predict::model::default_threads();
             let rows = index_rows(&predictor, &population)?;
@@ -458,7 +609,11 @@ pub async fn train(
             "test": "every other measured architecture of the target",
         },
         "seed": request.seed,
-        "device": format!("{:?}", config.backend).to_lowercase(),
+        "device": match trainer.trainer {
+            Trainer::Rust => format!("{:?}", config.backend).to_lowercase().into(),
+            Trainer::Torch => predictor.config.provenance["device"].clone(),
+        },
+        "trainer": trainer.trainer,
         "train_seconds": train_seconds,
         "validation_kendall": predictor.config.provenance.get("validation_kendall"),
     });
