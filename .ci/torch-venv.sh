@@ -18,7 +18,7 @@ if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "$check" 2>/dev/null; then
     exit 0
 fi
 python3 -m venv "$dir"
-pip=("$dir/bin/pip" install --quiet --disable-pip-version-check --timeout 30)
+pip=("$dir/bin/pip" install --quiet --disable-pip-version-check --timeout 30 --retries 1)
 if timeout 600 "${pip[@]}" --index-url https://download.pytorch.org/whl/cpu torch &&
     timeout 300 "${pip[@]}" numpy safetensors &&
     "$dir/bin/python" -c "$check"; then

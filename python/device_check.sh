@@ -26,6 +26,7 @@ fi
 set_file=$1 artifact=$2 reference=$3 train_config=${4:-'{}'}
 out=${OUT:-/tmp/archdb-device-check}
 py=${PYTHON:-python3}
+device=${DEVICE:-cuda}  # DEVICE=cpu tries the script where there is no GPU
 export PYTHONPATH=python
 mkdir -p "$out"
 started=$SECONDS
@@ -39,10 +40,10 @@ left() { echo $((460 - (SECONDS - started))); }
 cat "$out/env.txt"
 
 timeout 120 "$py" -m archdb_torch parity --artifact "$artifact" --set "$set_file" \
-    --reference "$reference" --device cuda > "$out/parity.json" 2> "$out/parity.err"
+    --reference "$reference" --device "$device" > "$out/parity.json" 2> "$out/parity.err"
 echo "parity exit $? (0 = within tolerance): $(cat "$out/parity.json")"
 
-timeout "$(left)" "$py" -m archdb_torch train --set "$set_file" --device cuda \
+timeout "$(left)" "$py" -m archdb_torch train --set "$set_file" --device "$device" \
     --config "$train_config" --out "$out/cuda-trained.safetensors" \
     > "$out/train.jsonl" 2> "$out/train.err"
 echo "training exit $? (124 = cut off by the time limit)"
@@ -55,7 +56,7 @@ for line in open(sys.argv[1]):
     if "stage" in r:
         stages.setdefault(r["stage"], []).append(r["seconds"])
 print(json.dumps({s: {"epochs": len(v), "mean_seconds": sum(v) / len(v),
-                      "mean_seconds_after_first": sum(v[1:]) / max(len(v) - 1, 1)}
+                      "mean_seconds_after_first": sum(v[1:]) / (len(v) - 1) if len(v) > 1 else None}
                   for s, v in stages.items()}))
 PY
 cat "$out/summary.json"
