@@ -16,9 +16,6 @@ import torch
 from .data import Batcher, as_numpy, chunks
 from .model import FORMAT_VERSION, Member, Predictor, TargetTransform, fcm_distances, fcm_memberships
 
-STAGES = ("Pretrain", "Regression", "Heads")
-
-
 def merged(base, overrides):
     """`overrides` merged into `base` field by field (unknown fields are an error, as archdb's)."""
     out = copy.deepcopy(base)

@@ -223,7 +223,11 @@ fn torch_train(
                 "Pretrain" => Stage::Pretrain,
                 "Regression" => Stage::Regression,
                 "Heads" => Stage::Heads,
-                other => bail!("the PyTorch trainer reported an unknown stage {other}"),
+                other => {
+                    child.kill()?;
+                    child.wait()?;
+                    bail!("the PyTorch trainer reported an unknown stage {other}");
+                }
             };
             let report = EpochReport {
                 member: line.member,
