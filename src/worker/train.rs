@@ -876,3 +876,78 @@ pub async fn register_bundled(pool: &PgPool, dir: &Path) -> Result<Vec<i64>> {
     }
     Ok(ids)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A stand-in for the Python interpreter: a shell script with `body`.
+    fn fake_python(name: &str, body: &str) -> TrainerOptions {
+        let dir = std::env::temp_dir().join(format!("archdb-fake-python-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TrainerOptions {
+            trainer: Trainer::Torch,
+            python: path,
+            torch_package: dir,
+        }
+    }
+
+    #[test]
+    fn torch_progress_is_forwarded_and_cancels_the_trainer() {
+        let options = fake_python(
+            "cancelled",
+            r#"echo 'not progress'
+echo '{"member": 1, "stage": "Regression", "epoch": 4, "loss": 0.5, "validation_kendall": 0.7, "seconds": 0.25}'
+exec sleep 60"#,
+        );
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut progress: ProgressFn = {
+            let seen = seen.clone();
+            Box::new(move |r| {
+                seen.lock().unwrap().push(r.clone());
+                false
+            })
+        };
+        let started = Instant::now();
+        let Err(error) = torch_train(&options, b"set", &mut progress) else {
+            panic!("a cancelled training succeeded");
+        };
+        assert!(matches!(
+            error.downcast_ref::<PredictError>(),
+            Some(PredictError::Cancelled)
+        ));
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the trainer was not killed"
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        let r = &seen[0];
+        assert_eq!(
+            (r.member, r.stage, r.epoch, r.validation_kendall),
+            (1, Stage::Regression, 4, Some(0.7))
+        );
+    }
+
+    #[test]
+    fn a_failing_torch_trainer_reports_its_stderr() {
+        let options = fake_python(
+            "failing",
+            "echo 'ValueError: no labelled graphs' >&2; exit 3",
+        );
+        let mut progress: ProgressFn = Box::new(|_| true);
+        let Err(error) = torch_train(&options, b"set", &mut progress) else {
+            panic!("a failing trainer succeeded");
+        };
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("failed") && message.contains("no labelled graphs"),
+            "{message}"
+        );
+    }
+}
