@@ -60,7 +60,8 @@ pub enum Command {
         classes: u32,
     },
     /// Run accuracy-predictor training and fine-tuning jobs from the queue (POST /v1/predictors),
-    /// on the GPU when archdb is built with the `cuda` feature and one is present.
+    /// on the GPU when archdb is built with the `cuda` feature and one is present, or through
+    /// PyTorch with `--trainer torch` (docs/gpu-trainer.md).
     Worker {
         #[command(flatten)]
         db: DbConfig,
