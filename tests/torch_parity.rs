@@ -172,6 +172,129 @@ fn assert_agree(what: &str, archdb: &[Prediction], torch: &[serde_json::Value]) 
     }
 }
 
+/// Graphs of the batch the gradient check uses (the set's first ones).
+const GRADIENT_BATCH: usize = 16;
+
+/// The regression loss (MSE + 0.5 × pairwise logistic, on targets each side transforms itself)
+/// plus the contrastive loss of the unit-norm embeddings of two identical views (soft positives
+/// from the spectral signatures): archdb's value and gradient of every parameter it reaches
+/// (encoder and head 0) against PyTorch's, within 1e-4 of the largest gradient of the tensor.
+fn gradients_agree(
+    python: &str,
+    predictor: &Predictor,
+    samples: &[TrainSample],
+    set: &Path,
+    dir: &Path,
+) {
+    use archdb::predict::batch::Batch;
+    use archdb::predict::contrastive::{contrastive_loss, soft_positive_weights};
+    use archdb::predict::spectral::spectral_signature;
+    use archdb::predict::train::regression_loss;
+    use candle_core::{Device, Tensor};
+
+    let config = &predictor.config;
+    let member = &predictor.members[0];
+    let chosen = &samples[..GRADIENT_BATCH];
+    let graphs: Vec<_> = chosen.iter().map(|s| &*s.graph).collect();
+    let batch = Batch::new(&graphs, &predictor.vocabulary, &Device::Cpu).unwrap();
+    let embeddings = member.encoder.forward(&batch, None).unwrap();
+    let predicted = member.heads[0]
+        .forward(&embeddings)
+        .unwrap()
+        .squeeze(1)
+        .unwrap();
+    let targets: Vec<f32> = chosen
+        .iter()
+        .map(|s| config.target.forward(s.accuracy.unwrap(), s.graph.flops) as f32)
+        .collect();
+    let views = Tensor::cat(&[&embeddings, &embeddings], 0).unwrap();
+    let norm = views.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap();
+    let z = views
+        .broadcast_div(&norm.affine(1.0, 1e-8).unwrap())
+        .unwrap();
+    let signatures: Vec<Vec<f32>> = chosen
+        .iter()
+        .map(|s| spectral_signature(s.graph.spectrum(), 21))
+        .collect();
+    let alpha = soft_positive_weights(&signatures, 0.05);
+    let loss = regression_loss(&predicted, &targets, 0.5, &Device::Cpu)
+        .unwrap()
+        .add(&contrastive_loss(&z, &alpha, 0.1).unwrap())
+        .unwrap();
+    let grads = loss.backward().unwrap();
+
+    let out = dir.join("torch-gradients.safetensors");
+    let script = format!(
+        r#"
+import numpy as np, torch
+from safetensors.torch import save_file
+from archdb_torch.data import Batcher, TrainingSet
+from archdb_torch.model import Predictor
+from archdb_torch.train import contrastive_loss, regression_loss, soft_positive_weights
+data, p, n = TrainingSet({set:?}), Predictor.load({artifact:?}), {GRADIENT_BATCH}
+m = p.members[0]
+e = m.encoder(Batcher(data, "cpu").batch(np.arange(n)))
+y = torch.tensor(p.target.forward(data.accuracy[:n], data.flops[:n]), dtype=torch.float32)
+views = torch.cat([e, e])
+z = views / (views.norm(dim=1, keepdim=True) + 1e-8)
+alpha = soft_positive_weights(torch.as_tensor(data.spectral[:n], dtype=torch.float64), 0.05)
+loss = regression_loss(m.head[0](e).squeeze(1), y, 0.5) + contrastive_loss(z, alpha, 0.1)
+loss.backward()
+grads = {{k: v.grad for k, v in m.named_tensors().items() if v.grad is not None}}
+save_file({{**grads, "loss": loss.detach().reshape(1)}}, {out:?})
+"#,
+        set = set.to_str().unwrap(),
+        artifact = dir.join("archdb.safetensors").to_str().unwrap(),
+        out = out.to_str().unwrap(),
+    );
+    let status = Command::new(python)
+        .args(["-c", &script])
+        .env(
+            "PYTHONPATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
+        )
+        .status()
+        .unwrap();
+    assert!(status.success(), "the PyTorch gradient script failed");
+    let torch = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    let (ours, theirs) = (
+        loss.to_scalar::<f32>().unwrap(),
+        torch["loss"].to_vec1::<f32>().unwrap()[0],
+    );
+    assert!(
+        (ours - theirs).abs() <= 1e-5 * ours.abs().max(1.0),
+        "loss {ours} vs {theirs}"
+    );
+    let mut worst = 0f32;
+    let mut compared = 0;
+    for (name, var) in &member.vars {
+        let Some(grad) = grads.get(var.as_tensor()) else {
+            continue;
+        };
+        let ours: Vec<f32> = grad.flatten_all().unwrap().to_vec1().unwrap();
+        let theirs: Vec<f32> = torch
+            .get(name)
+            .unwrap_or_else(|| panic!("PyTorch has no gradient for {name}"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let scale = theirs.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+        for (a, b) in ours.iter().zip(&theirs) {
+            worst = worst.max((a - b).abs() / scale);
+        }
+        compared += 1;
+    }
+    eprintln!(
+        "loss {ours} vs {theirs}; {compared} gradients, max error / max |gradient| {worst:e}"
+    );
+    assert!(compared > 10, "only {compared} gradients compared");
+    assert!(
+        worst <= 1e-4,
+        "gradients differ by {worst:e} of their scale"
+    );
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("archdb-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -222,6 +345,9 @@ fn pytorch_and_archdb_agree_on_artifacts_both_ways() {
         &archdb_predictions,
         &torch_predictions(&python, &artifact, &set_path, &dir),
     );
+
+    // One training step's loss and gradients from the same weights on the same batch.
+    gradients_agree(&python, &loaded, &samples, &set_path, &dir);
 
     // PyTorch trains (residual layers, to cover them too); archdb loads and predicts.
     let torch_artifact = dir.join("torch.safetensors");
