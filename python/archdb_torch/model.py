@@ -230,7 +230,8 @@ class Predictor:
             raise ValueError(f"{path}: not an {FORMAT} artifact")
         config = json.loads(meta["config"])
         if config["format_version"] != FORMAT_VERSION:
-            raise ValueError(f"{path}: artifact format {config['format_version']}, this reads {FORMAT_VERSION}")
+            version = config["format_version"]
+            raise ValueError(f"{path}: artifact format {version}, this reads {FORMAT_VERSION}")
         tensors = load_file(path)
         rows = len(config["vocabulary"]) + 1
         members = []
@@ -242,7 +243,8 @@ class Predictor:
                 if key not in tensors:
                     raise ValueError(f"{path}: missing tensor '{key}'")
                 if tuple(tensors[key].shape) != tuple(param.shape):
-                    raise ValueError(f"{path}: tensor '{key}' has shape {tuple(tensors[key].shape)}, expected {tuple(param.shape)}")
+                    shape, expected = tuple(tensors[key].shape), tuple(param.shape)
+                    raise ValueError(f"{path}: tensor '{key}' has shape {shape}, expected {expected}")
                 with torch.no_grad():
                     param.copy_(tensors[key].float())
             member.centroids = tensors[f"member.{m}.fcm.centroids"].double()

@@ -264,7 +264,8 @@ class Trainer:
                     continue
                 b = self.batcher.batch(chunk)
                 views = torch.cat([encoder(b, cc["dropout"]), encoder(b, cc["dropout"])])
-                alpha = soft_positive_weights(self.signatures[torch.as_tensor(chunk, device=self.device)], cc["spectral_temperature"])
+                signatures = self.signatures[torch.as_tensor(chunk, device=self.device)]
+                alpha = soft_positive_weights(signatures, cc["spectral_temperature"])
                 loss = contrastive_loss(projection(views), alpha, cc["temperature"])
                 optimizer.zero_grad()
                 loss.backward()
@@ -316,7 +317,9 @@ class Trainer:
         train_e, train_u = frozen(train_idx)
         validation = frozen(fold) if len(fold) > 0 else None
         targets = self.targets[torch.as_tensor(train_idx, device=self.device)]
-        optimizer = torch.optim.AdamW(member.head.parameters(), lr=c["head_learning_rate"], weight_decay=c["weight_decay"])
+        optimizer = torch.optim.AdamW(
+            member.head.parameters(), lr=c["head_learning_rate"], weight_decay=c["weight_decay"]
+        )
         best = None
         for epoch in range(c["head_epochs"]):
             started = time.time()
