@@ -60,7 +60,8 @@ pub enum Command {
         classes: u32,
     },
     /// Run accuracy-predictor training and fine-tuning jobs from the queue (POST /v1/predictors),
-    /// on the GPU when archdb is built with the `cuda` feature and one is present.
+    /// on the GPU when archdb is built with the `cuda` feature and one is present, or through
+    /// PyTorch with `--trainer torch` (docs/gpu-trainer.md).
     Worker {
         #[command(flatten)]
         db: DbConfig,
@@ -90,6 +91,8 @@ pub enum Command {
         /// Also write the artifact to this file (how `data/predictor/` is made).
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        trainer: crate::worker::train::TrainerOptions,
     },
     /// Fine-tune a registered predictor to a new target from a few of its measured architectures
     /// (as POST /v1/predictors/{id}/finetune), evaluate it on the others and register it.
@@ -119,6 +122,40 @@ pub enum Command {
         predictor: i64,
         #[arg(long)]
         target: String,
+    },
+    /// Write the graphs of a train request's split, per node, with its training settings as
+    /// one safetensors file for another trainer (python/archdb_torch; docs/gpu-trainer.md).
+    ExportTrainingSet {
+        #[command(flatten)]
+        db: DbConfig,
+        /// benchmark/dataset/metric[/epoch[/split]] of the stored results.
+        #[arg(long, default_value = "nb201/cifar10/acc/200/test")]
+        target: String,
+        /// Measured architectures to train on (default 10 %), as for `archdb train`.
+        #[arg(long)]
+        train_size: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Training-setting overrides as JSON (stored in the file for the trainer).
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// The training graphs or the held-out ones.
+        #[arg(long, value_enum, default_value = "train")]
+        part: crate::worker::train::SetPart,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Predict the graphs of a training-set file with an artifact file; writes predictions and,
+    /// when every graph is labelled, Kendall τ-b / Spearman / MAE as JSON.
+    PredictSet {
+        #[command(flatten)]
+        db: DbConfig,
+        #[arg(long)]
+        artifact: PathBuf,
+        #[arg(long)]
+        set: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the OpenAPI 3.1 document.
     Openapi,
@@ -209,6 +246,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             config,
             activate,
             out,
+            trainer,
         } => {
             let request = crate::worker::train::TrainRequest {
                 name,
@@ -244,7 +282,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 })
             };
             let info = with_database(database, async |pool| {
-                let id = crate::worker::train::train(pool, &request, None, progress).await;
+                let id =
+                    crate::worker::train::train(pool, &request, None, &trainer, progress).await;
                 bar.finish_and_clear();
                 let id = id?;
                 if let Some(path) = out {
@@ -299,6 +338,59 @@ pub async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
             println!("{}", serde_json::to_string_pretty(&scores)?);
+            Ok(())
+        }
+        Command::ExportTrainingSet {
+            db,
+            target,
+            train_size,
+            seed,
+            config,
+            part,
+            out,
+        } => {
+            let request = crate::worker::train::TrainRequest {
+                name: None,
+                target: parse_target(&target)?,
+                train_size,
+                seed,
+                config: serde_json::from_str(&config).context("--config is not JSON")?,
+                activate: false,
+            };
+            crate::worker::train::validate_train(&request)?;
+            let database = Database::connect(&db).await?;
+            let bytes = with_database(database, async |pool| {
+                crate::worker::train::export_set(pool, &request, part).await
+            })
+            .await?;
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}",
+                serde_json::json!({"out": out, "bytes": bytes.len(), "part": part})
+            );
+            Ok(())
+        }
+        Command::PredictSet {
+            db,
+            artifact,
+            set,
+            out,
+        } => {
+            let predictor =
+                crate::predict::Predictor::load(&artifact, crate::predict::Backend::Cpu)
+                    .with_context(|| format!("loading {}", artifact.display()))?;
+            let set = std::fs::read(&set).with_context(|| format!("reading {}", set.display()))?;
+            let database = Database::connect(&db).await?;
+            let result = with_database(database, async |pool| {
+                crate::worker::train::predict_set(pool, predictor, &set).await
+            })
+            .await?;
+            std::fs::write(&out, serde_json::to_vec(&result)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}",
+                serde_json::json!({"out": out, "scores": result["scores"]})
+            );
             Ok(())
         }
         Command::Openapi => {

@@ -10,7 +10,8 @@
 //!   predictions with uncertainty and an out-of-distribution score;
 //! * [`train`]: training, validation and few-shot fine-tuning;
 //! * rank metrics live in [`crate::stats`];
-//! * [`artifact`]: the model as one safetensors blob; [`backend`]: CPU or CUDA.
+//! * [`artifact`]: the model as one safetensors blob; [`backend`]: CPU or CUDA;
+//! * [`export`]: training sets, per node, for other trainers (the PyTorch one in `python/`).
 //!
 //! `docs/predictor.md` describes the model, its artifact and its NB201 evaluation.
 
@@ -19,6 +20,7 @@ pub mod backend;
 pub mod batch;
 pub mod contrastive;
 pub mod encoder;
+pub mod export;
 pub mod fcm;
 pub mod features;
 pub mod model;

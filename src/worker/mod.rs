@@ -31,6 +31,8 @@ pub struct WorkerOptions {
     /// Name recorded on claimed jobs (default: host name and process id).
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub trainer: train::TrainerOptions,
 }
 
 impl WorkerOptions {
@@ -47,10 +49,10 @@ pub async fn run(pool: &PgPool, options: &WorkerOptions) -> Result<()> {
     let worker = options.worker_name();
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
     listener.listen("archdb_jobs").await?;
-    tracing::info!(%worker, device = ?train::best_backend(), "worker ready");
+    tracing::info!(%worker, trainer = ?options.trainer.trainer, device = ?train::best_backend(), "worker ready");
     loop {
         match jobs::claim(pool, &worker, options.lease_secs).await? {
-            Some(job) => execute(pool, job, &worker, options.lease_secs).await?,
+            Some(job) => execute(pool, job, &worker, options).await?,
             None if options.once => return Ok(()),
             None => {
                 let wait = Duration::from_secs_f64(options.poll_secs);
@@ -61,7 +63,8 @@ pub async fn run(pool: &PgPool, options: &WorkerOptions) -> Result<()> {
 }
 
 /// Runs one claimed job to its end state.
-async fn execute(pool: &PgPool, job: Job, worker: &str, lease_secs: f64) -> Result<()> {
+async fn execute(pool: &PgPool, job: Job, worker: &str, options: &WorkerOptions) -> Result<()> {
+    let lease_secs = options.lease_secs;
     tracing::info!(job = job.id, kind = %job.kind, attempt = job.attempts, "job claimed");
     let latest: Arc<Mutex<Option<serde_json::Value>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -102,7 +105,9 @@ async fn execute(pool: &PgPool, job: Job, worker: &str, lease_secs: f64) -> Resu
     };
     let outcome = match job.kind.as_str() {
         "train" => match serde_json::from_value::<TrainRequest>(job.params.clone()) {
-            Ok(request) => train::train(pool, &request, Some(&job_ref), progress).await,
+            Ok(request) => {
+                train::train(pool, &request, Some(&job_ref), &options.trainer, progress).await
+            }
             Err(e) => Err(anyhow::anyhow!("invalid job params: {e}")),
         },
         "finetune" => match serde_json::from_value::<FinetuneRequest>(job.params.clone()) {

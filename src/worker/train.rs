@@ -5,7 +5,9 @@
 //! `archdb serve` registers the bundled predictor with [`register_artifact`].
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,9 +21,10 @@ use utoipa::ToSchema;
 
 use crate::db::predictors::{self, IndexRow, Measured, NewPredictor, Target};
 use crate::db::{architectures::StoredGraph, jobs};
+use crate::predict::export;
 use crate::predict::{
     Backend, CgGraphRef, EpochReport, FinetuneConfig, PredictError, Predictor, PreparedGraph,
-    TrainConfig, TrainSample,
+    Stage, TrainConfig, TrainSample,
 };
 use crate::stats::Scores;
 
@@ -132,6 +135,128 @@ pub fn best_backend() -> Backend {
     } else {
         Backend::Cpu
     }
+}
+
+/// Which implementation trains predictors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trainer {
+    /// archdb's own (candle; CUDA only in a `cuda` build).
+    Rust,
+    /// python/archdb_torch as a child process (PyTorch; CUDA when PyTorch sees a GPU).
+    Torch,
+}
+
+/// How training runs (`archdb worker` and `archdb train` flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainerOptions {
+    #[arg(long, env = "ARCHDB_TRAINER", value_enum, default_value = "rust")]
+    pub trainer: Trainer,
+    /// Python interpreter with torch, numpy and safetensors, for `--trainer torch`.
+    #[arg(long, env = "ARCHDB_TORCH_PYTHON", default_value = "python3")]
+    pub python: PathBuf,
+    /// Directory that holds the `archdb_torch` package (the repository's `python/`).
+    #[arg(long, env = "ARCHDB_TORCH_PACKAGE", default_value = "python")]
+    pub torch_package: PathBuf,
+}
+
+impl Default for TrainerOptions {
+    /// The flags' defaults.
+    fn default() -> Self {
+        Self {
+            trainer: Trainer::Rust,
+            python: "python3".into(),
+            torch_package: "python".into(),
+        }
+    }
+}
+
+/// Trains with `python -m archdb_torch train` on a training-set file: its JSON progress lines
+/// go to `progress` (returning false kills the trainer), its artifact is loaded as archdb's own.
+fn torch_train(
+    options: &TrainerOptions,
+    set: &[u8],
+    progress: &mut ProgressFn,
+) -> Result<Predictor> {
+    /// One progress line of the PyTorch trainer (the fields of [`EpochReport`]).
+    #[derive(Deserialize)]
+    struct Line {
+        member: usize,
+        stage: String,
+        epoch: usize,
+        loss: f64,
+        validation_kendall: Option<f64>,
+        seconds: f64,
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "archdb-torch-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let outcome = (|| {
+        let (set_path, out, log) = (
+            dir.join("set.safetensors"),
+            dir.join("model.safetensors"),
+            dir.join("stderr.log"),
+        );
+        std::fs::write(&set_path, set)?;
+        let mut child = Command::new(&options.python)
+            .args(["-m", "archdb_torch", "train", "--set"])
+            .arg(&set_path)
+            .arg("--out")
+            .arg(&out)
+            .env("PYTHONPATH", &options.torch_package)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", options.python.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = serde_json::from_str::<Line>(&line?) else {
+                continue; // the closing summary line
+            };
+            let stage = match line.stage.as_str() {
+                "Pretrain" => Stage::Pretrain,
+                "Regression" => Stage::Regression,
+                "Heads" => Stage::Heads,
+                other => {
+                    child.kill()?;
+                    child.wait()?;
+                    bail!("the PyTorch trainer reported an unknown stage {other}");
+                }
+            };
+            let report = EpochReport {
+                member: line.member,
+                stage,
+                epoch: line.epoch,
+                loss: line.loss,
+                validation_kendall: line.validation_kendall,
+                seconds: line.seconds,
+            };
+            if !progress(&report) {
+                child.kill()?;
+                child.wait()?;
+                return Err(PredictError::Cancelled.into());
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "the PyTorch trainer failed ({status}):\n{}",
+                tail.join("\n")
+            );
+        }
+        Predictor::load(&out, Backend::Cpu).context("loading the PyTorch-trained artifact")
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
 }
 
 /// Checks a train request before it is queued (so the API can answer 422 at once).
@@ -292,11 +417,148 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await?
 }
 
+/// The split a train request uses: `train_size` (default 10 %) random positions by seed, and the
+/// held-out rest.
+fn train_split(
+    population: &Population,
+    request: &TrainRequest,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let n = population.measured.len();
+    if n < 4 {
+        bail!(
+            "target {:?} has {n} measured architectures with graphs; at least 4 are needed",
+            request.target
+        );
+    }
+    let train_size = request.train_size.unwrap_or((n / 10).max(2)).min(n - 1);
+    Ok(population.split(train_size, request.seed))
+}
+
+/// Which side of a train request's split a training-set file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetPart {
+    /// The training graphs (what `archdb train` trains on).
+    Train,
+    /// The held-out graphs (what its evaluation scores), labelled, for predictions only.
+    Test,
+}
+
+/// The training-set file (`crate::predict::export`) of `request`'s split: the same graphs,
+/// split and settings `archdb train` would use, per node, for another trainer.
+pub async fn export_set(pool: &PgPool, request: &TrainRequest, part: SetPart) -> Result<Vec<u8>> {
+    let mut config = validate_train(request)?;
+    config.seed = request.seed;
+    let prepare_config = config.clone();
+    let population =
+        Population::load(pool, &request.target, move |g| prepare_config.prepare(g)).await?;
+    let (train_idx, test_idx) = train_split(&population, request)?;
+    let positions = match part {
+        SetPart::Train => &train_idx,
+        SetPart::Test => &test_idx,
+    };
+    let description = set_description(request, &train_idx, &test_idx, part);
+    set_of(pool, &population, positions, config, description).await
+}
+
+/// What a training-set file of a train request's split holds (its `target` metadata).
+fn set_description(
+    request: &TrainRequest,
+    train_idx: &[usize],
+    test_idx: &[usize],
+    part: SetPart,
+) -> serde_json::Value {
+    serde_json::json!({
+        "target": request.target,
+        "split": {
+            "method": "random",
+            "seed": request.seed,
+            "train_size": train_idx.len(),
+            "test_size": test_idx.len(),
+            "part": part,
+        },
+    })
+}
+
+/// The training-set file of the architectures at `positions` of a population (their stored
+/// graphs read again: the population keeps only the featurised ones).
+async fn set_of(
+    pool: &PgPool,
+    population: &Population,
+    positions: &[usize],
+    config: TrainConfig,
+    description: serde_json::Value,
+) -> Result<Vec<u8>> {
+    let values: Vec<(i64, f64)> = positions
+        .iter()
+        .map(|&i| {
+            let m = &population.measured[i];
+            (m.architecture_id, m.value)
+        })
+        .collect();
+    let ids: Vec<i64> = values.iter().map(|&(id, _)| id).collect();
+    let mut stored: HashMap<i64, StoredGraph> = HashMap::new();
+    for chunk in ids.chunks(2_000) {
+        stored.extend(predictors::graphs(pool, chunk).await?);
+    }
+    blocking(move || {
+        let graphs = values
+            .iter()
+            .map(|&(id, value)| {
+                Ok(export::SetGraph {
+                    id,
+                    graph: stored
+                        .get(&id)
+                        .with_context(|| format!("architecture {id} lost its graph"))?
+                        .as_cg(),
+                    accuracy: Some(value),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(export::training_set(&graphs, &config, &description)?)
+    })
+    .await
+}
+
+/// A predictor's predictions for the graphs of a training-set file (looked up by architecture
+/// id), with their scores against the set's accuracies when every graph is labelled.
+pub async fn predict_set(
+    pool: &PgPool,
+    predictor: Predictor,
+    set: &[u8],
+) -> Result<serde_json::Value> {
+    let (ids, accuracy) = export::set_ids(set)?;
+    let mut stored = predictors::graphs(pool, &ids).await?;
+    let graphs = ids
+        .iter()
+        .map(|id| {
+            stored
+                .remove(id)
+                .with_context(|| format!("architecture {id} has no stored graph"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    blocking(move || {
+        let refs: Vec<CgGraphRef> = graphs.iter().map(StoredGraph::as_cg).collect();
+        let predictions = predictor.predict(&refs)?;
+        let scores = accuracy.iter().all(|a| a.is_finite()).then(|| {
+            let predicted: Vec<f64> = predictions.iter().map(|p| p.accuracy).collect();
+            Scores::compute(&predicted, &accuracy)
+        });
+        Ok(serde_json::json!({
+            "architecture_ids": ids,
+            "predictions": predictions,
+            "scores": scores,
+        }))
+    })
+    .await
+}
+
 /// Trains, evaluates and registers a predictor. Returns its id.
 pub async fn train(
     pool: &PgPool,
     request: &TrainRequest,
     job: Option<&JobRef>,
+    trainer: &TrainerOptions,
     mut progress: ProgressFn,
 ) -> Result<i64> {
     let mut config = validate_train(request)?;
@@ -307,27 +569,30 @@ pub async fn train(
     let prepare_config = config.clone();
     let population =
         Population::load(pool, &request.target, move |g| prepare_config.prepare(g)).await?;
-    let n = population.measured.len();
-    if n < 4 {
-        bail!(
-            "target {:?} has {n} measured architectures with graphs; at least 4 are needed",
-            request.target
-        );
-    }
-    let train_size = request.train_size.unwrap_or((n / 10).max(2)).min(n - 1);
-    let (train_idx, test_idx) = population.split(train_size, request.seed);
+    let (train_idx, test_idx) = train_split(&population, request)?;
     let samples: Vec<TrainSample> = train_idx
         .iter()
         .map(|&i| population.sample(i, true))
         .collect();
+    let set = match trainer.trainer {
+        Trainer::Rust => None,
+        Trainer::Torch => {
+            let description = set_description(request, &train_idx, &test_idx, SetPart::Train);
+            Some(set_of(pool, &population, &train_idx, config.clone(), description).await?)
+        }
+    };
 
     let started = Instant::now();
     let population = Arc::new(population);
     let (predictor, rows) = {
         let population = population.clone();
         let config = config.clone();
+        let trainer = trainer.clone();
         blocking(move || {
-            let mut predictor = crate::predict::train(&samples, &config, &mut |r| progress(&r))?;
+            let mut predictor = match set {
+                None => crate::predict::train(&samples, &config, &mut |r| progress(&r))?,
+                Some(set) => torch_train(&trainer, &set, &mut progress)?,
+            };
             // Rows are predicted after training; their timing is not training time.
             predictor.threads = crate::predict::model::default_threads();
             let rows = index_rows(&predictor, &population)?;
@@ -348,7 +613,11 @@ pub async fn train(
             "test": "every other measured architecture of the target",
         },
         "seed": request.seed,
-        "device": format!("{:?}", config.backend).to_lowercase(),
+        "device": match trainer.trainer {
+            Trainer::Rust => format!("{:?}", config.backend).to_lowercase().into(),
+            Trainer::Torch => predictor.config.provenance["device"].clone(),
+        },
+        "trainer": trainer.trainer,
         "train_seconds": train_seconds,
         "validation_kendall": predictor.config.provenance.get("validation_kendall"),
     });
@@ -606,4 +875,79 @@ pub async fn register_bundled(pool: &PgPool, dir: &Path) -> Result<Vec<i64>> {
         ids.push(register_artifact(pool, &file, true).await?);
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A stand-in for the Python interpreter: a shell script with `body`.
+    fn fake_python(name: &str, body: &str) -> TrainerOptions {
+        let dir = std::env::temp_dir().join(format!("archdb-fake-python-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TrainerOptions {
+            trainer: Trainer::Torch,
+            python: path,
+            torch_package: dir,
+        }
+    }
+
+    #[test]
+    fn torch_progress_is_forwarded_and_cancels_the_trainer() {
+        let options = fake_python(
+            "cancelled",
+            r#"echo 'not progress'
+echo '{"member": 1, "stage": "Regression", "epoch": 4, "loss": 0.5, "validation_kendall": 0.7, "seconds": 0.25}'
+exec sleep 60"#,
+        );
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut progress: ProgressFn = {
+            let seen = seen.clone();
+            Box::new(move |r| {
+                seen.lock().unwrap().push(r.clone());
+                false
+            })
+        };
+        let started = Instant::now();
+        let Err(error) = torch_train(&options, b"set", &mut progress) else {
+            panic!("a cancelled training succeeded");
+        };
+        assert!(matches!(
+            error.downcast_ref::<PredictError>(),
+            Some(PredictError::Cancelled)
+        ));
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the trainer was not killed"
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        let r = &seen[0];
+        assert_eq!(
+            (r.member, r.stage, r.epoch, r.validation_kendall),
+            (1, Stage::Regression, 4, Some(0.7))
+        );
+    }
+
+    #[test]
+    fn a_failing_torch_trainer_reports_its_stderr() {
+        let options = fake_python(
+            "failing",
+            "echo 'ValueError: no labelled graphs' >&2; exit 3",
+        );
+        let mut progress: ProgressFn = Box::new(|_| true);
+        let Err(error) = torch_train(&options, b"set", &mut progress) else {
+            panic!("a failing trainer succeeded");
+        };
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("failed") && message.contains("no labelled graphs"),
+            "{message}"
+        );
+    }
 }

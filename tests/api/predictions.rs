@@ -35,6 +35,7 @@ fn once() -> WorkerOptions {
         poll_secs: 0.1,
         once: true,
         name: Some("test-worker".into()),
+        trainer: Default::default(),
     }
 }
 
@@ -220,6 +221,65 @@ async fn trains_registers_and_predicts() {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `archdb worker --trainer torch`: the job trains through python/archdb_torch and registers
+/// like any other (skipped, saying so, without `ARCHDB_TORCH_PYTHON`; see tests/torch_parity.rs).
+#[tokio::test]
+async fn a_torch_worker_trains_and_registers() {
+    use archdb::worker::train::{Trainer, TrainerOptions};
+    use std::io::Write;
+    let Some(python) = std::env::var("ARCHDB_TORCH_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        std::io::stderr()
+            .write_all(
+                concat!(
+                    "SKIPPED torch worker test: set ARCHDB_TORCH_PYTHON to run it",
+                    "\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        return;
+    };
+    let app = with_nb201().await;
+    let (status, queued) = post(
+        &app,
+        "/v1/predictors",
+        json!({"target": target(), "train_size": 30, "seed": 2, "config": tiny()}),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    let options = WorkerOptions {
+        trainer: TrainerOptions {
+            trainer: Trainer::Torch,
+            python: python.into(),
+            torch_package: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python"),
+        },
+        ..once()
+    };
+    archdb::worker::run(&app.pool, &options)
+        .await
+        .expect("worker");
+    let (_, job) = app
+        .get_json(&format!("/v1/jobs/{}", queued["job_id"]))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (_, list) = app.get_json("/v1/predictors").await;
+    let p = &list["predictors"][0];
+    assert_eq!(p["id"], job["predictor_id"]);
+    let e = &p["evaluation"];
+    assert_eq!(e["trainer"], "torch", "{e}");
+    assert_eq!(e["device"], "cpu", "{e}");
+    assert_eq!(e["split"]["train_size"], 30);
+    for key in ["kendall_tau_b", "spearman", "mae"] {
+        assert!(e[key].as_f64().is_some_and(f64::is_finite), "{key}: {e}");
+    }
+    // Served like a predictor archdb trained.
+    let body = served(&app, json!({"nb201": [0]}), |_| true).await;
+    assert!(body.to_string().contains("accuracy"), "{body}");
 }
 
 #[tokio::test]
