@@ -21,38 +21,45 @@ PREDICT_CHUNK = 512
 
 
 class TargetTransform:
-    """GENNAPE's target transform with archdb's optional quantile (uniform-score) mapping;
+    """GENNAPE's target transform with archdb's optional quantile scores (uniform or logistic);
     the same arithmetic as `TargetTransform` in src/predict/model.rs, in float64."""
 
     MAX_QUANTILES = 1001
+    SCORES = ("z", "uniform", "logistic")
 
-    def __init__(self, flops_transform, mean=0.0, std=1.0, quantiles=()):
+    def __init__(self, flops_transform, mean=0.0, std=1.0, scores="z", quantiles=()):
+        if scores not in self.SCORES:
+            raise ValueError(f"unknown target scores {scores!r}")
         self.flops_transform = bool(flops_transform)
         self.mean = float(mean)
         self.std = float(std)
+        self.scores = scores
         self.quantiles = np.asarray(quantiles, dtype=np.float64)
 
     @classmethod
     def from_json(cls, j):
-        return cls(j["flops_transform"], j["mean"], j["std"], j.get("quantiles", []))
+        return cls(
+            j["flops_transform"], j["mean"], j["std"], j.get("scores", "z"), j.get("quantiles", [])
+        )
 
     def to_json(self):
         return {
             "flops_transform": self.flops_transform,
             "mean": self.mean,
             "std": self.std,
+            "scores": self.scores,
             "quantiles": [float(q) for q in self.quantiles],
         }
 
     @classmethod
-    def fit(cls, accuracies, flops, flops_transform, quantiles):
+    def fit(cls, accuracies, flops, flops_transform, scores):
         t = cls(flops_transform)
         raw = np.asarray(accuracies, np.float64) / t.divisor(np.asarray(flops, np.float64))
         n = max(len(raw), 1)
         t.mean = float(raw.sum() / n)
         variance = float(((raw - t.mean) ** 2).sum() / n)
         t.std = math.sqrt(variance) if variance > 0 else 1.0
-        if quantiles:
+        if scores != "z":
             z = np.sort((raw - t.mean) / t.std)
             k = min(len(z), cls.MAX_QUANTILES)
             picks = [(j * (len(z) - 1)) // (k - 1) if k > 1 else 0 for j in range(k)]
@@ -60,6 +67,7 @@ class TargetTransform:
             knots = [x for i, x in enumerate(knots) if i == 0 or x != knots[i - 1]]
             if len(knots) >= 2:
                 t.quantiles = np.asarray(knots)
+                t.scores = scores
         return t
 
     def divisor(self, flops):
@@ -73,9 +81,30 @@ class TargetTransform:
         lo, hi = (q[-1 - span], q[-1]) if top else (q[0], q[span])
         return (hi - lo) / span
 
+    def _score(self, position):
+        last = len(self.quantiles) - 1
+        if self.scores == "uniform":
+            return math.sqrt(3.0) * (2.0 * position / last - 1.0)
+        scale, n = math.sqrt(3.0) / math.pi, last + 1.0
+        inside = np.clip(position, 0.0, last)
+        p = (inside + 0.5) / n
+        slope = scale / (n * p * (1.0 - p))
+        return scale * np.log(p / (1.0 - p)) + (position - inside) * slope
+
+    def _position(self, score):
+        last = len(self.quantiles) - 1
+        if self.scores == "uniform":
+            return (score / math.sqrt(3.0) + 1.0) / 2.0 * last
+        scale, n = math.sqrt(3.0) / math.pi, last + 1.0
+        end = float(self._score(np.float64(last)))
+        inside = np.clip(score, -end, end)
+        p = 1.0 / (1.0 + np.exp(-inside / scale))
+        slope = scale / (n * (0.5 / n) * (1.0 - 0.5 / n))
+        return p * n - 0.5 + (score - inside) / slope
+
     def forward(self, accuracy, flops):
         z = (np.asarray(accuracy, np.float64) / self.divisor(flops) - self.mean) / self.std
-        if len(self.quantiles) == 0:
+        if self.scores == "z":
             return z
         q = self.quantiles
         last = len(q) - 1
@@ -84,16 +113,16 @@ class TargetTransform:
         position = (inner - 1) + (z - q[inner - 1]) / (q[inner] - q[inner - 1])
         position = np.where(i == 0, (z - q[0]) / self._end_slope(False), position)
         position = np.where(i == len(q), last + (z - q[-1]) / self._end_slope(True), position)
-        return math.sqrt(3.0) * (2.0 * position / last - 1.0)
+        return self._score(position)
 
     def inverse(self, target, flops):
         target = np.asarray(target, np.float64)
-        if len(self.quantiles) == 0:
+        if self.scores == "z":
             z = target
         else:
             q = self.quantiles
             last = len(q) - 1
-            position = (target / math.sqrt(3.0) + 1.0) / 2.0 * last
+            position = self._position(target)
             i = np.clip(np.floor(position), 0, last - 1).astype(np.int64)
             z = q[i] + (position - i) * (q[i + 1] - q[i])
             z = np.where(position <= 0.0, q[0] + position * self._end_slope(False), z)

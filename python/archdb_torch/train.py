@@ -156,7 +156,7 @@ class Trainer:
             accuracy[self.labelled],
             self.flops[self.labelled],
             config["flops_transform"],
-            config.get("quantile_targets", False),
+            config.get("target_scores", "z"),
         )
         targets = np.full(len(data), np.nan, np.float32)
         targets[self.labelled] = self.target.forward(accuracy[self.labelled], self.flops[self.labelled])
@@ -280,10 +280,6 @@ class Trainer:
         optimizer = torch.optim.AdamW(params, lr=c["learning_rate"], weight_decay=c["weight_decay"])
         best = None
         for epoch in range(c["epochs"]):
-            if c.get("cosine_schedule", False):
-                lr = c["learning_rate"] * 0.5 * (1.0 + math.cos(math.pi * epoch / c["epochs"]))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
             started = time.time()
             member.train()
             order = generator.permutation(train_idx)
