@@ -72,19 +72,10 @@ pub enum Command {
     Train {
         #[command(flatten)]
         db: DbConfig,
-        /// What to predict: benchmark/dataset/metric[/epoch[/split]] of the stored results.
-        #[arg(long, default_value = "nb201/cifar10/acc/200/test")]
-        target: String,
-        /// Measured architectures to train on (default 10 %); the rest are the test set.
-        #[arg(long)]
-        train_size: Option<usize>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        split: TrainSplit,
         #[arg(long)]
         name: Option<String>,
-        /// Training-setting overrides as JSON, e.g. '{"epochs": 50, "ensemble": 1}'.
-        #[arg(long, default_value = "{}")]
-        config: String,
         /// Activate the new predictor.
         #[arg(long)]
         activate: bool,
@@ -128,17 +119,9 @@ pub enum Command {
     ExportTrainingSet {
         #[command(flatten)]
         db: DbConfig,
-        /// benchmark/dataset/metric[/epoch[/split]] of the stored results.
-        #[arg(long, default_value = "nb201/cifar10/acc/200/test")]
-        target: String,
-        /// Measured architectures to train on (default 10 %), as for `archdb train`.
-        #[arg(long)]
-        train_size: Option<usize>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Training-setting overrides as JSON (stored in the file for the trainer).
-        #[arg(long, default_value = "{}")]
-        config: String,
+        /// As for `archdb train`; the settings are stored in the file for the trainer.
+        #[command(flatten)]
+        split: TrainSplit,
         /// The training graphs or the held-out ones.
         #[arg(long, value_enum, default_value = "train")]
         part: crate::worker::train::SetPart,
@@ -169,6 +152,39 @@ pub enum Command {
         #[arg(long, env = "ARCHDB_MAX_NODES", default_value_t = 200_000)]
         max_nodes: usize,
     },
+}
+
+/// What a training run learns from: the target, its train/test split and the settings.
+#[derive(clap::Args, Debug)]
+pub struct TrainSplit {
+    /// What to predict: benchmark/dataset/metric[/epoch[/split]] of the stored results.
+    #[arg(long, default_value = "nb201/cifar10/acc/200/test")]
+    target: String,
+    /// Measured architectures to train on (default 10 %); the rest are the test set.
+    #[arg(long)]
+    train_size: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Training-setting overrides as JSON, e.g. '{"epochs": 50, "ensemble": 1}'.
+    #[arg(long, default_value = "{}")]
+    config: String,
+}
+
+impl TrainSplit {
+    fn request(
+        self,
+        name: Option<String>,
+        activate: bool,
+    ) -> Result<crate::worker::train::TrainRequest> {
+        Ok(crate::worker::train::TrainRequest {
+            name,
+            target: parse_target(&self.target)?,
+            train_size: self.train_size,
+            seed: self.seed,
+            config: serde_json::from_str(&self.config).context("--config is not JSON")?,
+            activate,
+        })
+    }
 }
 
 /// Runs the parsed command.
@@ -239,23 +255,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Train {
             db,
-            target,
-            train_size,
-            seed,
+            split,
             name,
-            config,
             activate,
             out,
             trainer,
         } => {
-            let request = crate::worker::train::TrainRequest {
-                name,
-                target: parse_target(&target)?,
-                train_size,
-                seed,
-                config: serde_json::from_str(&config).context("--config is not JSON")?,
-                activate,
-            };
+            let request = split.request(name, activate)?;
             let settings = crate::worker::train::validate_train(&request)?;
             let database = Database::connect(&db).await?;
             let epochs = settings.ensemble
@@ -342,21 +348,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::ExportTrainingSet {
             db,
-            target,
-            train_size,
-            seed,
-            config,
+            split,
             part,
             out,
         } => {
-            let request = crate::worker::train::TrainRequest {
-                name: None,
-                target: parse_target(&target)?,
-                train_size,
-                seed,
-                config: serde_json::from_str(&config).context("--config is not JSON")?,
-                activate: false,
-            };
+            let request = split.request(None, false)?;
             crate::worker::train::validate_train(&request)?;
             let database = Database::connect(&db).await?;
             let bytes = with_database(database, async |pool| {
