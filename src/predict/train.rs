@@ -92,7 +92,7 @@ impl Default for TrainConfig {
             features: FeatureConfig::default(),
             head_hidden: 32,
             contrastive: ContrastiveConfig::default(),
-            epochs: 100,
+            epochs: 150,
             batch_size: 32,
             learning_rate: 1e-3,
             weight_decay: 0.0,
