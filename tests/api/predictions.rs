@@ -60,14 +60,19 @@ async fn train(app: &TestApp, seed: u64) -> i64 {
     )
     .await;
     assert_eq!(status, 202, "{queued}");
-    archdb::worker::run(&app.pool, &once())
-        .await
-        .expect("worker");
-    let (_, job) = app
-        .get_json(&format!("/v1/jobs/{}", queued["job_id"]))
-        .await;
+    let job = work(app, &queued, &once()).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     job["predictor_id"].as_i64().unwrap()
+}
+
+/// Runs the queue with `options` until it is empty; the queued job as `GET /v1/jobs/{id}` shows it.
+async fn work(app: &TestApp, queued: &Value, options: &WorkerOptions) -> Value {
+    archdb::worker::run(&app.pool, options)
+        .await
+        .expect("worker");
+    app.get_json(&format!("/v1/jobs/{}", queued["job_id"]))
+        .await
+        .1
 }
 
 async fn predictions(app: &TestApp, body: Value) -> (u16, Value) {
@@ -260,12 +265,7 @@ async fn a_torch_worker_trains_and_registers() {
         },
         ..once()
     };
-    archdb::worker::run(&app.pool, &options)
-        .await
-        .expect("worker");
-    let (_, job) = app
-        .get_json(&format!("/v1/jobs/{}", queued["job_id"]))
-        .await;
+    let job = work(&app, &queued, &options).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     let (_, list) = app.get_json("/v1/predictors").await;
     let p = &list["predictors"][0];
@@ -669,10 +669,7 @@ async fn finetuning_adapts_a_predictor_to_a_new_target() {
     )
     .await;
     assert_eq!(status, 202, "{queued}");
-    archdb::worker::run(&app.pool, &once()).await.unwrap();
-    let (_, job) = app
-        .get_json(&format!("/v1/jobs/{}", queued["job_id"]))
-        .await;
+    let job = work(&app, &queued, &once()).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["kind"], "finetune");
     let (_, child) = app
@@ -730,10 +727,7 @@ async fn a_job_that_cannot_train_fails_with_its_reason() {
     )
     .await;
     assert_eq!(status, 202, "a well-formed request is queued");
-    archdb::worker::run(&app.pool, &once()).await.unwrap();
-    let (_, job) = app
-        .get_json(&format!("/v1/jobs/{}", queued["job_id"]))
-        .await;
+    let job = work(&app, &queued, &once()).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["attempts"], 1, "a deterministic failure is not retried");
     assert!(
