@@ -117,15 +117,16 @@ impl TrainConfig {
 }
 
 /// Training stage an [`EpochReport`] belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stage {
     Pretrain,
     Regression,
     Heads,
 }
 
-/// Progress of one epoch of one member.
-#[derive(Debug, Clone, Serialize)]
+/// Progress of one epoch of one member (also what the PyTorch trainer prints, one JSON line
+/// an epoch).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochReport {
     pub member: usize,
     pub stage: Stage,

@@ -24,7 +24,7 @@ use crate::db::{architectures::StoredGraph, jobs};
 use crate::predict::export;
 use crate::predict::{
     Backend, CgGraphRef, EpochReport, FinetuneConfig, PredictError, Predictor, PreparedGraph,
-    Stage, TrainConfig, TrainSample,
+    TrainConfig, TrainSample,
 };
 use crate::stats::Scores;
 
@@ -178,16 +178,6 @@ fn torch_train(
     set: &[u8],
     progress: &mut ProgressFn,
 ) -> Result<Predictor> {
-    /// One progress line of the PyTorch trainer (the fields of [`EpochReport`]).
-    #[derive(Deserialize)]
-    struct Line {
-        member: usize,
-        stage: String,
-        epoch: usize,
-        loss: f64,
-        validation_kendall: Option<f64>,
-        seconds: f64,
-    }
     let dir = std::env::temp_dir().join(format!(
         "archdb-torch-{}-{}",
         std::process::id(),
@@ -216,26 +206,20 @@ fn torch_train(
             .with_context(|| format!("starting {}", options.python.display()))?;
         let stdout = child.stdout.take().expect("piped stdout");
         for line in BufReader::new(stdout).lines() {
-            let Ok(line) = serde_json::from_str::<Line>(&line?) else {
-                continue; // the closing summary line
+            // Progress lines have a stage; the closing summary line and anything else do not.
+            let Ok(line) = serde_json::from_str::<serde_json::Value>(&line?) else {
+                continue;
             };
-            let stage = match line.stage.as_str() {
-                "Pretrain" => Stage::Pretrain,
-                "Regression" => Stage::Regression,
-                "Heads" => Stage::Heads,
-                other => {
+            if line.get("stage").is_none() {
+                continue;
+            }
+            let report = match serde_json::from_value::<EpochReport>(line) {
+                Ok(report) => report,
+                Err(e) => {
                     child.kill()?;
                     child.wait()?;
-                    bail!("the PyTorch trainer reported an unknown stage {other}");
+                    bail!("the PyTorch trainer printed a malformed progress line: {e}");
                 }
-            };
-            let report = EpochReport {
-                member: line.member,
-                stage,
-                epoch: line.epoch,
-                loss: line.loss,
-                validation_kendall: line.validation_kendall,
-                seconds: line.seconds,
             };
             if !progress(&report) {
                 child.kill()?;
@@ -246,11 +230,10 @@ fn torch_train(
         let status = child.wait()?;
         if !status.success() {
             let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let lines: Vec<&str> = stderr.lines().collect();
             bail!(
                 "the PyTorch trainer failed ({status}):\n{}",
-                tail.join("\n")
+                lines[lines.len().saturating_sub(20)..].join("\n")
             );
         }
         Predictor::load(&out, Backend::Cpu).context("loading the PyTorch-trained artifact")
@@ -882,6 +865,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::predict::Stage;
 
     /// A stand-in for the Python interpreter: a shell script with `body`.
     fn fake_python(name: &str, body: &str) -> TrainerOptions {
