@@ -152,6 +152,23 @@ pub enum Command {
         #[arg(long, env = "ARCHDB_MAX_NODES", default_value_t = 200_000)]
         max_nodes: usize,
     },
+    /// Evaluate the recipe-conditioned predictor by grouped cross-validation over LEMUR
+    /// families (with the baselines in the same folds), then train it on every row and write
+    /// the artifact (how `data/predictor/lemur-recipe.json.gz` is made; docs/predictor.md).
+    TrainRecipe {
+        /// A LEMUR extract (`lemur_stat.jsonl.gz` and `onnx/lemur_onnx.tar.gz`).
+        #[arg(long, default_value = "../shared/data/lemur")]
+        lemur: PathBuf,
+        /// Seeds of the grouped cross-validation (the first one calibrates the artifact).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        seeds: Vec<u64>,
+        /// perpetual's complexity budget.
+        #[arg(long, default_value_t = 0.5)]
+        budget: f32,
+        /// Write the trained artifact here; without it only the evaluation runs.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// What a training run learns from: the target, its train/test split and the settings.
@@ -398,6 +415,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             out,
             classes,
         } => generate(space, &out, classes),
+        Command::TrainRecipe {
+            lemur,
+            seeds,
+            budget,
+            out,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                train_recipe(&lemur, &seeds, budget, out.as_deref())
+            })
+            .await?
+        }
         Command::Inspect {
             file,
             graph,
@@ -528,4 +556,51 @@ mod tests {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// `archdb train-recipe`: grouped cross-validation per seed (a JSON line each), then the
+/// artifact trained on everything.
+fn train_recipe(
+    lemur: &std::path::Path,
+    seeds: &[u64],
+    budget: f32,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    use crate::predict::recipe::{self, train::TrainOptions};
+    let started = std::time::Instant::now();
+    let set = recipe::lemur::load(lemur)?;
+    eprintln!(
+        "loaded {} graphs and {} rows in {:.1} s",
+        set.graphs.len(),
+        set.rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let options = |seed| TrainOptions {
+        seed,
+        budget,
+        ..TrainOptions::default()
+    };
+    let rest = if out.is_some() {
+        &seeds[1.min(seeds.len())..]
+    } else {
+        seeds
+    };
+    for &seed in rest {
+        let report = recipe::train::cross_validate(&set, &options(seed))?;
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    if let Some(out) = out {
+        let seed = seeds.first().copied().unwrap_or(0);
+        let predictor = recipe::train::train(&set, &options(seed))?;
+        println!("{}", serde_json::to_string(&predictor.evaluation)?);
+        let bytes = predictor.to_bytes()?;
+        std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!(
+            "wrote {} ({} bytes) after {:.1} s",
+            out.display(),
+            bytes.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }

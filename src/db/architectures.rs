@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
-use crate::graph::{CgNode, CompGraph};
+use crate::graph::CgNode;
 use crate::ingest::Ingested;
 
 /// A stored architecture.
@@ -390,21 +390,7 @@ pub async fn aliases(pool: &PgPool, id: i64) -> sqlx::Result<Vec<Alias>> {
         .await
 }
 
-/// The stored computation graph: nodes (topological order) and `[source, target]` edges.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct StoredGraph {
-    pub nodes: Vec<CgNode>,
-    pub edges: Vec<[u32; 2]>,
-}
-
-impl From<&CompGraph> for StoredGraph {
-    fn from(graph: &CompGraph) -> Self {
-        Self {
-            nodes: graph.graph.node_weights().cloned().collect(),
-            edges: graph.edge_list(),
-        }
-    }
-}
+pub use crate::graph::StoredGraph;
 
 pub async fn graph(pool: &PgPool, id: i64) -> sqlx::Result<Option<StoredGraph>> {
     let row: Option<(sqlx::types::Json<Vec<CgNode>>, Vec<i32>)> =

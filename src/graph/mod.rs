@@ -114,3 +114,19 @@ pub fn to_dot(nodes: &[CgNode], edges: &[[u32; 2]]) -> String {
     out.push_str("}\n");
     out
 }
+
+/// The stored computation graph: nodes (topological order) and `[source, target]` edges.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StoredGraph {
+    pub nodes: Vec<CgNode>,
+    pub edges: Vec<[u32; 2]>,
+}
+
+impl From<&CompGraph> for StoredGraph {
+    fn from(graph: &CompGraph) -> Self {
+        Self {
+            nodes: graph.graph.node_weights().cloned().collect(),
+            edges: graph.edge_list(),
+        }
+    }
+}

@@ -21,6 +21,9 @@ use crate::db::predictors::{self as store, Target};
 use crate::generate::{nb201_arch_strings, nb201_model};
 use crate::graph::BuildOptions;
 use crate::predict::CgGraphRef;
+use crate::predict::recipe::{
+    self, CompleteRecipe, Domain, GraphDescriptor, Recipe, RecipePredictor,
+};
 use crate::predict::registry::{Loaded, Neighbour};
 
 /// Most architectures in one request.
@@ -42,19 +45,30 @@ enum Nb201Cell {
     Arch(String),
 }
 
-/// Which active predictors to ask (fields left out match anything).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+/// What to predict: a target (benchmark or source, dataset, metric; fields left out match
+/// anything) and, for recipe-conditioned targets, the training condition.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TargetSelector {
-    #[serde(default)]
+struct TargetRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     benchmark: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     dataset: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     metric: Option<String>,
+    /// Training epochs the accuracy is asked after (default: the typical recipe's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
+    epoch: Option<f64>,
+    /// Training hyperparameters: `lr`, `momentum`, `batch`, `dropout`, `transform` (a LEMUR
+    /// transform name such as `norm_32_flip`). Missing ones take the typical recipe's value;
+    /// unknown names are ignored and listed in `warnings`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, example = json!({"lr": 0.01, "momentum": 0.9, "batch": 64, "dropout": 0.2, "transform": "norm_32_flip"}))]
+    hyperparameters: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-impl TargetSelector {
+impl TargetRequest {
     fn matches(&self, t: &Target) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         eq(&self.benchmark, &t.benchmark)
@@ -77,9 +91,10 @@ struct PredictionRequest {
     /// ONNX models, base64.
     #[serde(default)]
     onnx_base64: Vec<String>,
-    /// Which active predictors to use (default: every active one).
+    /// What to predict, answered one `results` entry per target in this order (at most 1,000).
+    /// Default: every active benchmark predictor, then LEMUR CIFAR-10 under its typical recipe.
     #[serde(default)]
-    targets: Option<Vec<TargetSelector>>,
+    targets: Option<Vec<TargetRequest>>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -89,6 +104,20 @@ struct PredictionQuery {
     nearest: Option<usize>,
 }
 
+/// A measured architecture near the predicted one.
+#[derive(Debug, Serialize, ToSchema)]
+struct NearestMeasured {
+    /// The stored architecture, when it is in this database.
+    architecture_id: Option<i64>,
+    /// Its name in its benchmark (recipe predictor: the LEMUR model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// Its measured value of the target (recipe predictor: its best accuracy over all trials).
+    measured_accuracy: f64,
+    /// Distance in the predictor's feature space.
+    distance: f64,
+}
+
 /// One prediction.
 #[derive(Debug, Serialize, ToSchema)]
 struct ArchitecturePrediction {
@@ -96,32 +125,73 @@ struct ArchitecturePrediction {
     input: usize,
     /// The stored architecture (also for an upload whose graph is already stored).
     architecture_id: Option<i64>,
-    /// Predicted value of the target (its unit, e.g. % for NB201 accuracy).
+    /// Predicted value of the target, in `unit`, always inside the metric's range.
     accuracy: f64,
-    /// Spread of the ensemble members' predictions.
+    /// 90 % interval `[lo, hi]` in `unit` (its coverage was checked on held-out architectures;
+    /// docs/predictor.md).
+    interval: [f64; 2],
+    /// Uncertainty in `unit`: the interval's width ÷ 3.29 (recipe predictor), or the ensemble
+    /// members' spread, widened outside the domain (benchmark predictors).
     std: f64,
-    /// Nearest-centroid distance relative to the training architectures (≤ 1 typical, ≫ 1 out
-    /// of distribution).
+    /// `in`, `edge` or `out` of the predictor's domain; `out` answers have wider intervals.
+    domain: Domain,
+    /// Distance from the measured architectures (≤ 1 typical, ≫ 1 out of distribution).
     ood_score: f64,
-    /// Normalised entropy of the fuzzy cluster memberships (0–1).
-    membership_entropy: f64,
-    /// Measured architectures nearest in the encoder's embedding space.
-    nearest: Vec<Neighbour>,
+    /// Normalised entropy of the fuzzy cluster memberships (0–1; benchmark predictors only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    membership_entropy: Option<f64>,
+    /// Measured architectures nearest to this one.
+    nearest: Vec<NearestMeasured>,
     params: u64,
     macs: u64,
 }
 
-/// The predictions of one predictor.
+/// The unit of a target's values.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Unit {
+    /// 0–1 (LEMUR).
+    Fraction,
+    /// 0–100 (NAS-Bench-201, NAS-Bench-Macro).
+    Percent,
+}
+
+/// The predictions for one target.
 #[derive(Debug, Serialize, ToSchema)]
 struct PredictorResult {
-    predictor_id: i64,
+    /// The registered predictor (null for the bundled recipe predictor, which is not in the
+    /// registry).
+    predictor_id: Option<i64>,
+    /// `recipe` (conditioned on dataset and training recipe) or `graph` (a benchmark predictor).
+    predictor_kind: PredictorKind,
+    /// The target answered.
     target: Target,
+    /// The target as requested (absent when the request named none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested: Option<TargetRequest>,
+    /// The training recipe the predictions are for, with every field filled (recipe predictor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipe: Option<CompleteRecipe>,
+    /// Recipe fields that were not given and took the typical value of the training data.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    defaulted: Vec<String>,
+    unit: Unit,
+    /// Ignored inputs and extrapolations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
     predictions: Vec<ArchitecturePrediction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum PredictorKind {
+    Recipe,
+    Graph,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 struct PredictionResponse {
-    /// One entry per active predictor asked.
+    /// One entry per target, in request order.
     results: Vec<PredictorResult>,
 }
 
@@ -134,10 +204,154 @@ struct Item {
     graph: Option<Arc<StoredGraph>>,
 }
 
+/// A target of the request, resolved to the predictor that answers it.
+enum Resolved {
+    Graph {
+        loaded: Arc<Loaded>,
+        requested: Option<TargetRequest>,
+        warnings: Vec<String>,
+    },
+    Recipe {
+        predictor: &'static RecipePredictor,
+        dataset: usize,
+        recipe: CompleteRecipe,
+        outside: bool,
+        requested: Option<TargetRequest>,
+        defaulted: Vec<String>,
+        warnings: Vec<String>,
+    },
+}
+
+/// Most targets in one request.
+const MAX_TARGETS: usize = 1_000;
+
+/// The targets some predictor covers, for error messages.
+fn covered_targets(graph: &[Arc<Loaded>], recipe: Option<&RecipePredictor>) -> String {
+    let mut covered: Vec<String> = recipe
+        .map(|r| {
+            r.datasets
+                .iter()
+                .map(|d| format!("lemur/{}/acc (with epoch and hyperparameters)", d.name))
+                .collect()
+        })
+        .unwrap_or_default();
+    covered.extend(graph.iter().map(|l| {
+        let t = &l.target;
+        format!("{}/{}/{}", t.benchmark, t.dataset, t.metric)
+    }));
+    covered.join(", ")
+}
+
+/// Resolves each requested target (or the default list) to a predictor and a condition.
+fn resolve(snapshot: &[Arc<Loaded>], targets: Option<Vec<TargetRequest>>) -> Result<Vec<Resolved>> {
+    let recipe = recipe::bundled();
+    let Some(targets) = targets else {
+        let mut out: Vec<Resolved> = snapshot
+            .iter()
+            .map(|l| Resolved::Graph {
+                loaded: l.clone(),
+                requested: None,
+                warnings: Vec::new(),
+            })
+            .collect();
+        if let Some(predictor) = recipe {
+            let (recipe, defaulted, warnings) = predictor.complete(0, &Recipe::default());
+            out.push(Resolved::Recipe {
+                predictor,
+                dataset: 0,
+                outside: false,
+                recipe,
+                requested: None,
+                defaulted,
+                warnings,
+            });
+        }
+        if out.is_empty() {
+            return Err(Error::Unavailable(
+                "no predictor is active; train one (POST /v1/predictors) or activate one".into(),
+            ));
+        }
+        return Ok(out);
+    };
+    if targets.is_empty() || targets.len() > MAX_TARGETS {
+        return Err(Error::Unprocessable(format!(
+            "{} targets; give 1 to {MAX_TARGETS}",
+            targets.len()
+        )));
+    }
+    targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, target)| {
+            let lemur_like = target.benchmark.as_deref().is_none_or(|b| b == "lemur")
+                && target.metric.as_deref().is_none_or(|m| m == "acc");
+            let recipe_dataset = recipe
+                .zip(target.dataset.as_deref())
+                .and_then(|(r, d)| lemur_like.then(|| r.dataset(d)).flatten().map(|d| (r, d)));
+            if let Some((predictor, dataset)) = recipe_dataset {
+                if let Some(e) = target.epoch
+                    && !(e > 0.0 && e.is_finite())
+                {
+                    return Err(Error::Unprocessable(format!(
+                        "targets[{i}].epoch must be a positive number"
+                    )));
+                }
+                let empty = serde_json::Map::new();
+                let (asked, mut warnings) = Recipe::from_hyperparameters(
+                    target.epoch,
+                    target.hyperparameters.as_ref().unwrap_or(&empty),
+                );
+                let (recipe, defaulted, range_warnings) = predictor.complete(dataset, &asked);
+                warnings.extend(range_warnings);
+                return Ok(Resolved::Recipe {
+                    predictor,
+                    dataset,
+                    outside: predictor.outside_ranges(dataset, &recipe),
+                    recipe,
+                    requested: Some(target),
+                    defaulted,
+                    warnings,
+                });
+            }
+            let Some(loaded) = snapshot.iter().find(|l| target.matches(&l.target)) else {
+                let asked = serde_json::to_string(&target).unwrap_or_default();
+                return Err(Error::Unprocessable(format!(
+                    "targets[{i}] {asked}: no predictor covers it; covered targets: {}",
+                    covered_targets(snapshot, recipe)
+                )));
+            };
+            let mut warnings = Vec::new();
+            if let (Some(asked), Some(served)) = (target.epoch, loaded.target.epoch)
+                && asked != f64::from(served)
+            {
+                warnings.push(format!(
+                    "epoch {asked} ignored: this predictor answers for epoch {served} only"
+                ));
+            }
+            if target
+                .hyperparameters
+                .as_ref()
+                .is_some_and(|h| !h.is_empty())
+            {
+                warnings.push(
+                    "hyperparameters ignored: this benchmark predictor has one fixed recipe".into(),
+                );
+            }
+            Ok(Resolved::Graph {
+                loaded: loaded.clone(),
+                requested: Some(target),
+                warnings,
+            })
+        })
+        .collect()
+}
+
 /// Predicts the accuracy of architectures. The body is one raw ONNX file
 /// (`application/octet-stream`) or JSON `{architecture_ids | nb201 | onnx_base64, targets?}`
-/// (up to 10,000 architectures). Stored architectures measured for a predictor's target are
-/// answered from its index (computed when the predictor was registered).
+/// (up to 10,000 architectures and 1,000 targets). Each target is answered by the bundled
+/// recipe predictor (LEMUR datasets, conditioned on `epoch` and `hyperparameters`) or by the
+/// active benchmark predictor of its benchmark and dataset; every answer is inside the metric's
+/// range with a 90 % interval and a domain verdict.
 #[utoipa::path(post, path = "/v1/predictions", tag = "predictions", params(PredictionQuery),
     request_body(content(
         (PredictionRequest = "application/json"),
@@ -147,8 +361,8 @@ struct Item {
         (status = 400, description = "not ONNX, bad base64, malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown architecture id", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "body or node count over the limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid graph, NB201 cell or batch size", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "no active predictor (for the targets asked)", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "invalid graph, NB201 cell, batch size, or a target no predictor covers (the detail lists the covered ones)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "no predictor at all", body = Problem, content_type = "application/problem+json")))]
 async fn predict(
     State(ctx): State<ApiContext>,
     query: Result<Query<PredictionQuery>, QueryRejection>,
@@ -161,7 +375,8 @@ async fn predict(
             "nearest must be at most {MAX_NEAREST}"
         )));
     }
-    let (items, selectors) = if super::has_content_type(&request, "application/json") {
+    let snapshot = ctx.predictors.snapshot();
+    let (items, targets) = if super::has_content_type(&request, "application/json") {
         let Json(body): Json<PredictionRequest> = Json::from_request(request, &ctx).await?;
         let total = body.architecture_ids.len() + body.nb201.len() + body.onnx_base64.len();
         if total == 0 {
@@ -174,6 +389,8 @@ async fn predict(
                 "{total} architectures; at most {MAX_BATCH} per request"
             )));
         }
+        // Targets are checked before any architecture is parsed.
+        let targets = resolve(&snapshot, body.targets)?;
         let mut items = stored_items(&ctx, &body.architecture_ids).await?;
         items.extend(nb201_items(&ctx, &body.nb201).await?);
         let uploads = body
@@ -188,49 +405,163 @@ async fn predict(
             })
             .collect::<Result<Vec<_>>>()?;
         items.extend(onnx_items(&ctx, uploads).await?);
-        (items, body.targets)
+        (items, targets)
     } else {
+        let targets = resolve(&snapshot, None)?;
         let body = Bytes::from_request(request, &ctx).await?;
-        (onnx_items(&ctx, vec![body]).await?, None)
+        (onnx_items(&ctx, vec![body]).await?, targets)
     };
-    let snapshot = ctx.predictors.snapshot();
-    let chosen: Vec<Arc<Loaded>> = snapshot
-        .iter()
-        .filter(|l| {
-            selectors
-                .as_ref()
-                .is_none_or(|s| s.iter().any(|sel| sel.matches(&l.target)))
-        })
-        .cloned()
-        .collect();
-    if chosen.is_empty() {
-        return Err(Error::Unavailable(if snapshot.is_empty() {
-            "no predictor is active; train one (POST /v1/predictors) or activate one".into()
-        } else {
-            "no active predictor matches the targets asked".into()
-        }));
-    }
-    let items = Arc::new(load_missing_graphs(&ctx, items, &chosen).await?);
-    let mut results = Vec::with_capacity(chosen.len());
-    for loaded in chosen {
-        let items = items.clone();
-        let predictions = tokio::task::spawn_blocking(move || {
-            answer(&loaded, &items, nearest).map(|p| (loaded, p))
-        })
-        .await
-        .map_err(|e| Error::Internal(e.into()))??;
-        results.push(PredictorResult {
-            predictor_id: predictions.0.id,
-            target: predictions.0.target.clone(),
-            predictions: predictions.1,
-        });
-    }
+    let items = Arc::new(load_missing_graphs(&ctx, items, &targets).await?);
+    let lemur_ids = lemur_architecture_ids(&ctx, &targets).await?;
+    let results = tokio::task::spawn_blocking(move || {
+        targets
+            .into_iter()
+            .map(|target| answer(target, &items, nearest, &lemur_ids))
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| Error::Internal(e.into()))??;
     Ok(Json(PredictionResponse { results }))
 }
 
-/// Predictions of one predictor for every item: from its index where the architecture is
-/// there, else computed (all uncomputed graphs in one call).
-fn answer(loaded: &Loaded, items: &[Item], nearest: usize) -> Result<Vec<ArchitecturePrediction>> {
+/// The stored architectures of the LEMUR graphs a recipe answer may name as neighbours (alias
+/// `<nn>` for CIFAR-10, `<nn>_<dataset>` otherwise, as `import lemur-onnx` stores them).
+async fn lemur_architecture_ids(
+    ctx: &ApiContext,
+    targets: &[Resolved],
+) -> Result<HashMap<String, i64>> {
+    if !targets.iter().any(|t| matches!(t, Resolved::Recipe { .. })) {
+        return Ok(HashMap::new());
+    }
+    Ok(sqlx::query_as::<_, (String, i64)>(
+        "select value, architecture_id from architecture_aliases where namespace = 'lemur'",
+    )
+    .fetch_all(&ctx.pool)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+fn lemur_alias(name: &str, dataset: &str) -> String {
+    if dataset == "cifar-10" {
+        name.to_string()
+    } else {
+        format!("{name}_{dataset}")
+    }
+}
+
+/// How much wider than an in-domain one a benchmark predictor's interval is at the edge of its
+/// domain and outside it (its OOD score is not calibrated on held-out families).
+const GRAPH_DOMAIN_WIDENING: [f64; 3] = [1.0, 1.5, 3.0];
+
+/// The predictions for one resolved target.
+fn answer(
+    target: Resolved,
+    items: &[Item],
+    nearest: usize,
+    lemur_ids: &HashMap<String, i64>,
+) -> Result<PredictorResult> {
+    match target {
+        Resolved::Graph {
+            loaded,
+            requested,
+            warnings,
+        } => Ok(PredictorResult {
+            predictor_id: Some(loaded.id),
+            predictor_kind: PredictorKind::Graph,
+            target: loaded.target.clone(),
+            requested,
+            recipe: None,
+            defaulted: Vec::new(),
+            unit: if loaded.index.upper_bound <= 1.0 {
+                Unit::Fraction
+            } else {
+                Unit::Percent
+            },
+            warnings,
+            predictions: answer_graph(&loaded, items, nearest)?,
+        }),
+        Resolved::Recipe {
+            predictor,
+            dataset,
+            recipe,
+            outside,
+            requested,
+            defaulted,
+            warnings,
+        } => {
+            let descriptors: Vec<GraphDescriptor> = items
+                .iter()
+                .map(|item| {
+                    let graph = item
+                        .graph
+                        .as_ref()
+                        .expect("graphs loaded for recipe targets");
+                    GraphDescriptor::new(graph.as_cg())
+                })
+                .collect();
+            let answers =
+                predictor.predict(&descriptors, &[(dataset, recipe.clone(), outside)], nearest);
+            let predictions = items
+                .iter()
+                .zip(answers)
+                .enumerate()
+                .map(|(i, (item, p))| ArchitecturePrediction {
+                    input: i,
+                    architecture_id: item.architecture_id,
+                    accuracy: p.accuracy,
+                    interval: p.interval,
+                    std: p.std,
+                    domain: p.domain,
+                    ood_score: p.ood_score,
+                    membership_entropy: None,
+                    nearest: p
+                        .nearest
+                        .into_iter()
+                        .map(|n| NearestMeasured {
+                            architecture_id: lemur_ids
+                                .get(&lemur_alias(&n.name, &n.dataset))
+                                .copied(),
+                            name: Some(n.name),
+                            measured_accuracy: n.best_accuracy,
+                            distance: n.distance,
+                        })
+                        .collect(),
+                    params: item.params,
+                    macs: item.macs,
+                })
+                .collect();
+            Ok(PredictorResult {
+                predictor_id: None,
+                predictor_kind: PredictorKind::Recipe,
+                target: Target {
+                    benchmark: "lemur".into(),
+                    dataset: predictor.datasets[dataset].name.clone(),
+                    metric: "acc".into(),
+                    epoch: Some(recipe.epoch.round() as i32),
+                    split: None,
+                    aggregate: None,
+                },
+                requested,
+                recipe: Some(recipe),
+                defaulted,
+                unit: Unit::Fraction,
+                warnings,
+                predictions,
+            })
+        }
+    }
+}
+
+/// Predictions of one benchmark predictor for every item: from its index where the
+/// architecture is there, else computed (all uncomputed graphs in one call). Values are clipped
+/// to the target's range, and the interval comes from the index's residuals, widened with the
+/// OOD score.
+fn answer_graph(
+    loaded: &Loaded,
+    items: &[Item],
+    nearest: usize,
+) -> Result<Vec<ArchitecturePrediction>> {
     let cached: Vec<Option<&store::IndexRow>> = items
         .iter()
         .map(|item| item.architecture_id.and_then(|id| loaded.index.get(id)))
@@ -251,6 +582,8 @@ fn answer(loaded: &Loaded, items: &[Item], nearest: usize) -> Result<Vec<Archite
         .predict(&refs)
         .map_err(|e| Error::Unprocessable(format!("cannot predict: {e}")))?;
     let mut computed = todo.into_iter().zip(computed).collect::<HashMap<_, _>>();
+    let upper = loaded.index.upper_bound;
+    let [lo_residual, hi_residual] = loaded.index.residual_quantiles;
     Ok(items
         .iter()
         .enumerate()
@@ -274,16 +607,43 @@ fn answer(loaded: &Loaded, items: &[Item], nearest: usize) -> Result<Vec<Archite
                     ),
                     (None, None) => unreachable!("uncached items were computed above"),
                 };
+            let domain = if !ood_score.is_finite() || ood_score > 2.0 {
+                Domain::Out
+            } else if ood_score > 1.0 {
+                Domain::Edge
+            } else {
+                Domain::In
+            };
+            let widen = GRAPH_DOMAIN_WIDENING[domain.index()];
+            let accuracy = if accuracy.is_finite() {
+                accuracy.clamp(0.0, upper)
+            } else {
+                upper / 2.0
+            };
+            let interval = [
+                (accuracy + widen * lo_residual).clamp(0.0, upper),
+                (accuracy + widen * hi_residual).clamp(0.0, upper),
+            ];
             ArchitecturePrediction {
                 input: i,
                 architecture_id: item.architecture_id,
                 accuracy,
-                std,
+                interval,
+                std: std * widen,
+                domain,
                 ood_score,
-                membership_entropy,
+                membership_entropy: Some(membership_entropy),
                 nearest: loaded
                     .index
-                    .nearest(embedding, nearest, item.architecture_id),
+                    .nearest(embedding, nearest, item.architecture_id)
+                    .into_iter()
+                    .map(|n| NearestMeasured {
+                        architecture_id: Some(n.architecture_id),
+                        name: None,
+                        measured_accuracy: n.measured_accuracy,
+                        distance: n.distance,
+                    })
+                    .collect(),
                 params: item.params,
                 macs: item.macs,
             }
@@ -464,17 +824,24 @@ async fn onnx_items(ctx: &ApiContext, uploads: Vec<Bytes>) -> Result<Vec<Item>> 
         .collect())
 }
 
-/// Loads the stored graphs of items that some chosen predictor cannot answer from its index.
+/// Loads the stored graphs of items that some target needs: a recipe target always, a
+/// benchmark predictor when the architecture is not in its index.
 async fn load_missing_graphs(
     ctx: &ApiContext,
     mut items: Vec<Item>,
-    chosen: &[Arc<Loaded>],
+    targets: &[Resolved],
 ) -> Result<Vec<Item>> {
+    let needs_graph = |id: i64| {
+        targets.iter().any(|t| match t {
+            Resolved::Graph { loaded, .. } => loaded.index.get(id).is_none(),
+            Resolved::Recipe { .. } => true,
+        })
+    };
     let missing: Vec<i64> = items
         .iter()
         .filter(|item| item.graph.is_none())
         .filter_map(|item| item.architecture_id)
-        .filter(|id| chosen.iter().any(|l| l.index.get(*id).is_none()))
+        .filter(|id| needs_graph(*id))
         .collect();
     if missing.is_empty() {
         return Ok(items);
@@ -486,7 +853,7 @@ async fn load_missing_graphs(
         };
         if let Some(g) = graphs.remove(&id) {
             item.graph = Some(Arc::new(g));
-        } else if chosen.iter().any(|l| l.index.get(id).is_none()) {
+        } else if needs_graph(id) {
             return Err(Error::Unprocessable(format!(
                 "architecture {id} has no stored graph"
             )));

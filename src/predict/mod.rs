@@ -25,14 +25,17 @@ pub mod fcm;
 pub mod features;
 pub mod model;
 pub mod nn;
+pub mod recipe;
 pub mod registry;
 pub mod spectral;
+pub mod target;
 pub mod train;
 
 pub use crate::stats::Scores;
 pub use backend::Backend;
 pub use features::{CgGraphRef, FeatureConfig, PreparedGraph};
 pub use model::{ModelConfig, Prediction, Predictor};
+pub use target::{Aggregate, Target};
 pub use train::{EpochReport, FinetuneConfig, Stage, TrainConfig, TrainSample, train};
 
 /// Why a prediction, training run or artifact failed.

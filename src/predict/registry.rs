@@ -58,6 +58,11 @@ pub struct NearestIndex {
     /// Row-major embeddings, `rows × dim`.
     embeddings: Vec<f32>,
     dim: usize,
+    /// 5 % and 95 % quantiles of `measured − predicted` over the indexed architectures (most of
+    /// them held out of training): the 90 % interval of an in-domain prediction.
+    pub residual_quantiles: [f64; 2],
+    /// Upper end of the target's range: 1 when every measured value is a fraction, else 100.
+    pub upper_bound: f64,
 }
 
 impl NearestIndex {
@@ -72,7 +77,22 @@ impl NearestIndex {
             .enumerate()
             .map(|(i, r)| (r.architecture_id, i))
             .collect();
+        let mut residuals: Vec<f64> = rows.iter().map(|r| r.measured - r.accuracy).collect();
+        residuals.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            residuals
+                .get(((residuals.len().saturating_sub(1)) as f64 * q).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let upper_bound = if rows.iter().all(|r| r.measured <= 1.0) && !rows.is_empty() {
+            1.0
+        } else {
+            100.0
+        };
         Self {
+            residual_quantiles: [at(0.05), at(0.95)],
+            upper_bound,
             rows,
             by_id,
             embeddings,

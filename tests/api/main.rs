@@ -12,5 +12,6 @@ mod invalid_input;
 mod models;
 mod openapi;
 mod predictions;
+mod recipe;
 mod results;
 mod zoo;

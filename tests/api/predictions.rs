@@ -106,9 +106,20 @@ fn nb201_onnx(arch: &str) -> Vec<u8> {
 #[tokio::test]
 async fn trains_registers_and_predicts() {
     let app = with_nb201().await;
-    // Nothing to predict with yet.
-    let (status, body) = predictions(&app, json!({"nb201": [0]})).await;
-    assert_eq!(status, 503, "{body}");
+    // No NB201 predictor yet: the target is not covered (the bundled recipe predictor is).
+    let (status, body) = predictions(
+        &app,
+        json!({"nb201": [0], "targets": [{"benchmark": "nb201"}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lemur/cifar-10/acc"),
+        "{body}"
+    );
 
     let id = train(&app, 1).await;
     let (_, list) = app.get_json("/v1/predictors").await;
@@ -300,7 +311,7 @@ async fn malformed_prediction_requests_get_problem_details() {
         (json!({"nb201": [0], "surprise": true}), 422),
         (
             json!({"nb201": [0], "targets": [{"dataset": "imagenet"}]}),
-            503,
+            422,
         ),
         (json!({"architecture_ids": "1"}), 422),
     ];
@@ -696,7 +707,9 @@ async fn finetuning_adapts_a_predictor_to_a_new_target() {
     assert_eq!(body["results"].as_array().unwrap().len(), 1);
     assert_eq!(body["results"][0]["predictor_id"], job["predictor_id"]);
     let (_, both) = predictions(&app, json!({"nb201": [0]})).await;
-    assert_eq!(both["results"].as_array().unwrap().len(), 2);
+    // Both benchmark predictors, then the recipe predictor's LEMUR CIFAR-10 default.
+    assert_eq!(both["results"].as_array().unwrap().len(), 3);
+    assert_eq!(both["results"][2]["predictor_kind"], "recipe");
     // Fine-tuning a missing predictor, or with too few samples, is refused up front.
     assert_eq!(
         post(
