@@ -846,13 +846,18 @@ async fn load_missing_graphs(
     if missing.is_empty() {
         return Ok(items);
     }
-    let mut graphs = store::graphs(&ctx.pool, &missing).await?;
+    // One architecture may stand several times in a request (by id, NB201 cell, upload).
+    let graphs: HashMap<i64, Arc<StoredGraph>> = store::graphs(&ctx.pool, &missing)
+        .await?
+        .into_iter()
+        .map(|(id, g)| (id, Arc::new(g)))
+        .collect();
     for item in items.iter_mut().filter(|i| i.graph.is_none()) {
         let Some(id) = item.architecture_id else {
             continue;
         };
-        if let Some(g) = graphs.remove(&id) {
-            item.graph = Some(Arc::new(g));
+        if let Some(g) = graphs.get(&id) {
+            item.graph = Some(g.clone());
         } else if needs_graph(id) {
             return Err(Error::Unprocessable(format!(
                 "architecture {id} has no stored graph"
