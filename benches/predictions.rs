@@ -75,7 +75,7 @@ async fn bench() {
     .expect("nb201 import");
     println!("NB201 import: {:.1} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let ids = archdb::worker::train::register_bundled(&pool, &root.join("data/predictor"))
+    let ids = archdb::training::register_bundled(&pool, &root.join("data/predictor"))
         .await
         .expect("bundled predictor");
     assert_eq!(ids.len(), 1, "data/predictor holds the bundled predictor");

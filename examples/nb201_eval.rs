@@ -146,7 +146,7 @@ fn with_overrides(
             value.clone(),
             |inner, key| serde_json::json!({ key: inner }),
         );
-        merged = archdb::worker::train::with_overrides(&merged, &nested)?;
+        merged = archdb::training::with_overrides(&merged, &nested)?;
     }
     Ok(merged)
 }

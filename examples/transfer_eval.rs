@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use archdb::db::predictors::{Aggregate, Target};
 use archdb::predict::{PreparedGraph, TrainConfig, TrainSample, train};
 use archdb::stats::Scores;
-use archdb::worker::train::Population;
+use archdb::training::Population;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

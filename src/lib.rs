@@ -3,8 +3,9 @@
 //! Layout: [`onnx`] decodes models, [`graph`] turns them into computation graphs (features,
 //! MACs, canonical hash), [`db`] stores them in PostgreSQL, [`http`] serves the REST API,
 //! [`calibration`] computes calibration metrics, [`stats`] rank statistics, [`predict`] the
-//! accuracy predictor (model, training, serving registry), [`worker`] its training jobs, [`cli`] is the
-//! `archdb` command line.
+//! accuracy predictors (models and serving registry), [`training`] trains, evaluates and registers
+//! them against the database, [`worker`] runs its queued jobs, [`cli`] is the `archdb` command
+//! line.
 
 pub mod calibration;
 pub mod cli;
@@ -18,4 +19,5 @@ pub mod onnx;
 pub mod predict;
 pub mod stats;
 pub mod testing;
+pub mod training;
 pub mod worker;

@@ -83,7 +83,7 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
-        trainer: crate::worker::train::TrainerOptions,
+        trainer: crate::training::TrainerOptions,
     },
     /// Fine-tune a registered predictor to a new target from a few of its measured architectures
     /// (as POST /v1/predictors/{id}/finetune), evaluate it on the others and register it.
@@ -124,7 +124,7 @@ pub enum Command {
         split: TrainSplit,
         /// The training graphs or the held-out ones.
         #[arg(long, value_enum, default_value = "train")]
-        part: crate::worker::train::SetPart,
+        part: crate::training::SetPart,
         #[arg(long)]
         out: PathBuf,
     },
@@ -192,8 +192,8 @@ impl TrainSplit {
         self,
         name: Option<String>,
         activate: bool,
-    ) -> Result<crate::worker::train::TrainRequest> {
-        Ok(crate::worker::train::TrainRequest {
+    ) -> Result<crate::training::TrainRequest> {
+        Ok(crate::training::TrainRequest {
             name,
             target: parse_target(&self.target)?,
             train_size: self.train_size,
@@ -232,7 +232,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         Err(e) => tracing::error!("loading starter data failed: {e:#}"),
                     }
                     let bundled = seed_dir.join("predictor");
-                    match crate::worker::train::register_bundled(&pool, &bundled).await {
+                    match crate::training::register_bundled(&pool, &bundled).await {
                         Ok(ids) if !ids.is_empty() => {
                             tracing::info!(?ids, "bundled predictors registered")
                         }
@@ -279,7 +279,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             trainer,
         } => {
             let request = split.request(name, activate)?;
-            let settings = crate::worker::train::validate_train(&request)?;
+            let settings = crate::training::validate_train(&request)?;
             let database = Database::connect(&db).await?;
             let epochs = settings.ensemble
                 * (settings.contrastive.epochs + settings.epochs + settings.head_epochs);
@@ -289,7 +289,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 )?
                 .progress_chars("=> "),
             );
-            let progress: crate::worker::train::ProgressFn = {
+            let progress: crate::training::ProgressFn = {
                 let bar = bar.clone();
                 Box::new(move |r| {
                     bar.inc(1);
@@ -305,8 +305,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 })
             };
             let info = with_database(database, async |pool| {
-                let id =
-                    crate::worker::train::train(pool, &request, None, &trainer, progress).await;
+                let id = crate::training::train(pool, &request, None, &trainer, progress).await;
                 bar.finish_and_clear();
                 let id = id?;
                 if let Some(path) = out {
@@ -330,7 +329,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             seed,
             config,
         } => {
-            let request = crate::worker::train::FinetuneRequest {
+            let request = crate::training::FinetuneRequest {
                 predictor_id: predictor,
                 name: None,
                 target: parse_target(&target)?,
@@ -339,10 +338,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 config: serde_json::from_str(&config).context("--config is not JSON")?,
                 activate: false,
             };
-            crate::worker::train::validate_finetune(&request)?;
+            crate::training::validate_finetune(&request)?;
             let database = Database::connect(&db).await?;
             let info = with_database(database, async |pool| {
-                let id = crate::worker::train::finetune(pool, &request, None).await?;
+                let id = crate::training::finetune(pool, &request, None).await?;
                 Ok(crate::db::predictors::get(pool, id).await?)
             })
             .await?;
@@ -357,7 +356,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let target = parse_target(&target)?;
             let database = Database::connect(&db).await?;
             let scores = with_database(database, async |pool| {
-                crate::worker::train::evaluate(pool, predictor, &target).await
+                crate::training::evaluate(pool, predictor, &target).await
             })
             .await?;
             println!("{}", serde_json::to_string_pretty(&scores)?);
@@ -370,10 +369,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             let request = split.request(None, false)?;
-            crate::worker::train::validate_train(&request)?;
+            crate::training::validate_train(&request)?;
             let database = Database::connect(&db).await?;
             let bytes = with_database(database, async |pool| {
-                crate::worker::train::export_set(pool, &request, part).await
+                crate::training::export_set(pool, &request, part).await
             })
             .await?;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
@@ -395,7 +394,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let set = std::fs::read(&set).with_context(|| format!("reading {}", set.display()))?;
             let database = Database::connect(&db).await?;
             let result = with_database(database, async |pool| {
-                crate::worker::train::predict_set(pool, predictor, &set).await
+                crate::training::predict_set(pool, predictor, &set).await
             })
             .await?;
             std::fs::write(&out, serde_json::to_vec(&result)?)
@@ -531,33 +530,6 @@ fn generate(space: SearchSpace, out: &std::path::Path, classes: u32) -> Result<(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_target;
-    use crate::db::predictors::{Aggregate, Target};
-
-    #[test]
-    fn targets_parse_with_optional_epoch_split_and_aggregate() {
-        assert_eq!(
-            parse_target("nb201/cifar10/acc/200/test").unwrap(),
-            Target::nb201_cifar10()
-        );
-        let t = parse_target("lemur/cifar-10/acc:max").unwrap();
-        assert_eq!(
-            (t.epoch, t.split.as_deref(), t.aggregate),
-            (None, None, Some(Aggregate::Max))
-        );
-        let t = parse_target("nb-macro/cifar10/acc//test").unwrap();
-        assert_eq!(
-            (t.epoch, t.split.as_deref(), t.aggregate),
-            (None, Some("test"), None)
-        );
-        for bad in ["nb201/cifar10", "nb201//acc", "a/b/c/x", "a/b/c/1/2/3"] {
-            assert!(parse_target(bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// `archdb train-recipe`: grouped cross-validation per seed (a JSON line each), then the
 /// artifact trained on everything.
 fn train_recipe(
@@ -603,4 +575,31 @@ fn train_recipe(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_target;
+    use crate::db::predictors::{Aggregate, Target};
+
+    #[test]
+    fn targets_parse_with_optional_epoch_split_and_aggregate() {
+        assert_eq!(
+            parse_target("nb201/cifar10/acc/200/test").unwrap(),
+            Target::nb201_cifar10()
+        );
+        let t = parse_target("lemur/cifar-10/acc:max").unwrap();
+        assert_eq!(
+            (t.epoch, t.split.as_deref(), t.aggregate),
+            (None, None, Some(Aggregate::Max))
+        );
+        let t = parse_target("nb-macro/cifar10/acc//test").unwrap();
+        assert_eq!(
+            (t.epoch, t.split.as_deref(), t.aggregate),
+            (None, Some("test"), None)
+        );
+        for bad in ["nb201/cifar10", "nb201//acc", "a/b/c/x", "a/b/c/1/2/3"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -783,26 +783,11 @@ async fn onnx_items(ctx: &ApiContext, uploads: Vec<Bytes>) -> Result<Vec<Item>> 
     }
     let max_nodes = ctx.config.max_nodes;
     let parsed = tokio::task::spawn_blocking(move || {
-        let threads = crate::predict::model::default_threads().min(uploads.len());
-        let per = uploads.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = uploads
-                .chunks(per)
-                .map(|chunk| {
-                    s.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|bytes| ingest_item(bytes.clone(), max_nodes))
-                            .collect::<Result<Vec<_>>>()
-                    })
-                })
-                .collect();
-            let mut out = Vec::new();
-            for h in handles {
-                out.extend(h.join().expect("parsing thread panicked")?);
-            }
-            Ok::<_, Error>(out)
-        })
+        use rayon::prelude::*;
+        uploads
+            .par_iter()
+            .map(|bytes| ingest_item(bytes.clone(), max_nodes))
+            .collect::<Result<Vec<_>>>()
     })
     .await
     .map_err(|e| Error::Internal(e.into()))??;

@@ -15,7 +15,9 @@ use super::ApiContext;
 use super::error::{Error, Problem, Result};
 use crate::db::jobs::{self, Job};
 use crate::db::predictors::{self as store, PredictorInfo};
-use crate::worker::train::{FinetuneRequest, TrainRequest, validate_finetune, validate_train};
+use crate::training::{
+    FinetuneRequest, JobParams, TrainRequest, validate_finetune, validate_train,
+};
 
 pub fn router() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
@@ -76,8 +78,7 @@ async fn create_predictor(
 ) -> Result<Response> {
     let Json(request) = body?;
     validate_train(&request).map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
-    let params = serde_json::to_value(&request).map_err(|e| Error::Internal(e.into()))?;
-    Ok(queued(jobs::enqueue(&ctx.pool, "train", &params).await?))
+    enqueue(&ctx, JobParams::Train(request)).await
 }
 
 async fn find(ctx: &ApiContext, id: Result<Path<i64>, PathRejection>) -> Result<PredictorInfo> {
@@ -132,8 +133,12 @@ async fn finetune_predictor(
     let Json(mut request) = body?;
     request.predictor_id = info.id;
     validate_finetune(&request).map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
-    let params = serde_json::to_value(&request).map_err(|e| Error::Internal(e.into()))?;
-    Ok(queued(jobs::enqueue(&ctx.pool, "finetune", &params).await?))
+    enqueue(&ctx, JobParams::Finetune(request)).await
+}
+
+async fn enqueue(ctx: &ApiContext, job: JobParams) -> Result<Response> {
+    let (kind, params) = job.to_columns().map_err(Error::Internal)?;
+    Ok(queued(jobs::enqueue(&ctx.pool, &kind, &params).await?))
 }
 
 /// A training or fine-tuning job: state, attempts, progress (stage, member, epoch, loss,

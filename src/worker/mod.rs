@@ -2,8 +2,6 @@
 //! the best device this build has, reports progress on the job (which also extends its lease)
 //! and stops when the job is cancelled or the lease is lost.
 
-pub mod train;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +11,7 @@ use sqlx::PgPool;
 
 use crate::db::jobs::{self, Job};
 use crate::predict::PredictError;
-use train::{FinetuneRequest, JobRef, TrainRequest};
+use crate::training::{self, JobParams, JobRef};
 
 /// Worker settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -32,7 +30,7 @@ pub struct WorkerOptions {
     #[arg(long)]
     pub name: Option<String>,
     #[command(flatten)]
-    pub trainer: train::TrainerOptions,
+    pub trainer: training::TrainerOptions,
 }
 
 impl WorkerOptions {
@@ -49,7 +47,7 @@ pub async fn run(pool: &PgPool, options: &WorkerOptions) -> Result<()> {
     let worker = options.worker_name();
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
     listener.listen("archdb_jobs").await?;
-    tracing::info!(%worker, trainer = ?options.trainer.trainer, device = ?train::best_backend(), "worker ready");
+    tracing::info!(%worker, trainer = ?options.trainer.trainer, device = ?training::best_backend(), "worker ready");
     loop {
         match jobs::claim(pool, &worker, options.lease_secs).await? {
             Some(job) => execute(pool, job, &worker, options).await?,
@@ -90,7 +88,7 @@ async fn execute(pool: &PgPool, job: Job, worker: &str, options: &WorkerOptions)
         })
     };
     let started = std::time::Instant::now();
-    let progress: train::ProgressFn = {
+    let progress: training::ProgressFn = {
         let (latest, stop) = (latest.clone(), stop.clone());
         Box::new(move |report| {
             let mut value = serde_json::to_value(report).unwrap_or_default();
@@ -103,18 +101,14 @@ async fn execute(pool: &PgPool, job: Job, worker: &str, options: &WorkerOptions)
         id: job.id,
         worker: worker.to_string(),
     };
-    let outcome = match job.kind.as_str() {
-        "train" => match serde_json::from_value::<TrainRequest>(job.params.clone()) {
-            Ok(request) => {
-                train::train(pool, &request, Some(&job_ref), &options.trainer, progress).await
-            }
-            Err(e) => Err(anyhow::anyhow!("invalid job params: {e}")),
-        },
-        "finetune" => match serde_json::from_value::<FinetuneRequest>(job.params.clone()) {
-            Ok(request) => train::finetune(pool, &request, Some(&job_ref)).await,
-            Err(e) => Err(anyhow::anyhow!("invalid job params: {e}")),
-        },
-        other => Err(anyhow::anyhow!("unknown job kind {other}")),
+    let outcome = match JobParams::from_columns(&job.kind, &job.params) {
+        Ok(JobParams::Train(request)) => {
+            training::train(pool, &request, Some(&job_ref), &options.trainer, progress).await
+        }
+        Ok(JobParams::Finetune(request)) => {
+            training::finetune(pool, &request, Some(&job_ref)).await
+        }
+        Err(e) => Err(e),
     };
     heartbeat.abort();
     match outcome {

@@ -243,7 +243,7 @@ fn base64_encode(bytes: &[u8]) -> String {
 /// like any other (skipped, saying so, without `ARCHDB_TORCH_PYTHON`; see tests/torch_parity.rs).
 #[tokio::test]
 async fn a_torch_worker_trains_and_registers() {
-    use archdb::worker::train::{Trainer, TrainerOptions};
+    use archdb::training::{Trainer, TrainerOptions};
     use std::io::Write;
     let Some(python) = std::env::var("ARCHDB_TORCH_PYTHON")
         .ok()
@@ -584,7 +584,7 @@ fn training_on_real_cells_generalises() {
     assert_eq!(table.len(), 15_625);
     let mut order: Vec<usize> = (0..table.len()).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(0));
-    let config: TrainConfig = archdb::worker::train::with_overrides(
+    let config: TrainConfig = archdb::training::with_overrides(
         &TrainConfig::default(),
         &json!({"ensemble": 1, "epochs": 40, "head_epochs": 10, "clusters": 2,
                 "contrastive": {"epochs": 2}}),
@@ -623,11 +623,11 @@ fn training_on_real_cells_generalises() {
 async fn the_bundled_predictor_is_registered_once_and_answers() {
     let app = with_nb201().await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/predictor");
-    let ids = archdb::worker::train::register_bundled(&app.pool, &dir)
+    let ids = archdb::training::register_bundled(&app.pool, &dir)
         .await
         .unwrap();
     assert_eq!(ids.len(), 1);
-    let again = archdb::worker::train::register_bundled(&app.pool, &dir)
+    let again = archdb::training::register_bundled(&app.pool, &dir)
         .await
         .unwrap();
     assert!(again.is_empty(), "only into a registry without predictors");

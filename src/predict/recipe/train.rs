@@ -78,7 +78,7 @@ pub fn family_folds(set: &TrainingSet, folds: usize, seed: u64) -> Vec<usize> {
     }
     let mut families: Vec<(&str, usize)> = rows_per_family.into_iter().collect();
     families.shuffle(&mut StdRng::seed_from_u64(seed));
-    families.sort_by(|a, b| b.1.cmp(&a.1));
+    families.sort_by_key(|f| std::cmp::Reverse(f.1));
     let mut load = vec![0usize; folds];
     let mut fold_of: HashMap<&str, usize> = HashMap::new();
     for (family, rows) in families {
@@ -463,6 +463,9 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// Reads one number of a recipe.
+type RecipeField = fn(&CompleteRecipe) -> f64;
+
 fn dataset_info(set: &TrainingSet, dataset: usize, name: &str) -> Option<DatasetInfo> {
     let rows: Vec<&Row> = set.rows.iter().filter(|r| r.dataset == dataset).collect();
     if rows.is_empty() {
@@ -480,7 +483,7 @@ fn dataset_info(set: &TrainingSet, dataset: usize, name: &str) -> Option<Dataset
         .map(|(t, _)| t.to_string())
         .unwrap_or_default();
     let mut ranges = BTreeMap::new();
-    let fields: [(&str, fn(&CompleteRecipe) -> f64); 5] = [
+    let fields: [(&str, RecipeField); 5] = [
         ("epoch", |r| r.epoch),
         ("lr", |r| r.lr),
         ("momentum", |r| r.momentum),
@@ -515,4 +518,79 @@ fn dataset_info(set: &TrainingSet, dataset: usize, name: &str) -> Option<Dataset
         },
         ranges,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(name: &str) -> Graph {
+        Graph {
+            name: name.into(),
+            family: crate::predict::recipe::lemur::family(name).into(),
+            dataset: 0,
+            descriptor: GraphDescriptor {
+                params: 1.0,
+                macs: 1.0,
+                nodes: 3.0,
+                edges: 2.0,
+                depth: 2.0,
+                input_size: 32.0,
+                input_channels: 3.0,
+                classes: 10.0,
+                widest: 8.0,
+                downsamplings: 0.0,
+                op_shares: vec![0.0; super::super::op_groups().len()],
+            },
+        }
+    }
+
+    #[test]
+    fn folds_hold_whole_families_of_similar_size() {
+        let names = [
+            "rag-1",
+            "rag-2",
+            "alt-1",
+            "alt-2",
+            "alt-3",
+            "ga-1",
+            "AlexNet",
+            "ast-1",
+            "ast-2",
+            "FractalNet-9",
+        ];
+        let set = TrainingSet {
+            graphs: names.iter().map(|n| graph(n)).collect(),
+            rows: (0..names.len())
+                .flat_map(|g| {
+                    (0..10).map(move |e| Row {
+                        graph: g,
+                        dataset: 0,
+                        recipe: CompleteRecipe {
+                            epoch: f64::from(e + 1),
+                            lr: 0.01,
+                            momentum: 0.9,
+                            batch: 64.0,
+                            dropout: f64::NAN,
+                            transform: "norm_32".into(),
+                        },
+                        accuracy: 0.5,
+                    })
+                })
+                .collect(),
+        };
+        for seed in 0..4 {
+            let folds = family_folds(&set, 3, seed);
+            for (a, ga) in set.graphs.iter().enumerate() {
+                for (b, gb) in set.graphs.iter().enumerate() {
+                    if ga.family == gb.family {
+                        assert_eq!(folds[a], folds[b], "{} and {} split", ga.name, gb.name);
+                    }
+                }
+            }
+            let mut sizes = [0usize; 3];
+            folds.iter().for_each(|&f| sizes[f] += 1);
+            assert!(sizes.iter().all(|&s| (2..=5).contains(&s)), "{sizes:?}");
+        }
+    }
 }

@@ -1,32 +1,33 @@
 //! Training, fine-tuning and registering predictors against the database: read a target's
-//! measured architectures, split them by seed, train (or fine-tune), evaluate on every held-out
-//! architecture, and store the artifact, its evaluation and its index in one transaction.
-//! `archdb worker` runs these for queued jobs, `archdb train` in the foreground, and the first
-//! `archdb serve` registers the bundled predictor with [`register_artifact`].
+//! measured architectures ([`population`]), split them by seed, train (here or with the
+//! PyTorch trainer, [`torch`]), evaluate on every held-out architecture, and store the artifact,
+//! its evaluation and its index in one transaction. `archdb worker` runs these for queued jobs
+//! ([`JobParams`]), `archdb train` in the foreground, and the first `archdb serve` registers the
+//! bundled predictors with [`register_bundled`].
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+pub mod population;
+pub mod torch;
+
+pub use population::{Population, SetPart, export_set, predict_set};
+pub use torch::{Trainer, TrainerOptions};
+
+use population::{index_rows, scores, set_description, set_of};
+use torch::torch_train;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::db::predictors::{self, IndexRow, Measured, NewPredictor, Target};
-use crate::db::{architectures::StoredGraph, jobs};
-use crate::predict::export;
+use crate::db::jobs;
+use crate::db::predictors::{self, IndexRow, NewPredictor, Target};
 use crate::predict::{
-    Backend, CgGraphRef, EpochReport, FinetuneConfig, PredictError, Predictor, PreparedGraph,
-    TrainConfig, TrainSample,
+    Backend, EpochReport, FinetuneConfig, Predictor, PreparedGraph, TrainConfig, TrainSample,
 };
-use crate::stats::Scores;
 
 /// What to train (the body of `POST /v1/predictors`, the params of a `train` job).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -91,6 +92,31 @@ pub struct JobRef {
 }
 
 /// Hears every training epoch; returning false stops the run.
+/// What a queued job does: its `kind` and `params` columns, typed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "params", rename_all = "lowercase")]
+pub enum JobParams {
+    Train(TrainRequest),
+    Finetune(FinetuneRequest),
+}
+
+impl JobParams {
+    /// The `kind` and `params` columns of the job.
+    pub fn to_columns(&self) -> Result<(String, serde_json::Value)> {
+        let value = serde_json::to_value(self)?;
+        Ok((
+            value["kind"].as_str().unwrap_or_default().to_string(),
+            value["params"].clone(),
+        ))
+    }
+
+    /// The job's columns read back.
+    pub fn from_columns(kind: &str, params: &serde_json::Value) -> Result<Self> {
+        serde_json::from_value(serde_json::json!({"kind": kind, "params": params}))
+            .with_context(|| format!("invalid job ({kind}) params"))
+    }
+}
+
 pub type ProgressFn = Box<dyn FnMut(&EpochReport) -> bool + Send>;
 
 /// Applies JSON overrides to a settings struct through its JSON form (objects merge field by
@@ -137,111 +163,6 @@ pub fn best_backend() -> Backend {
     }
 }
 
-/// Which implementation trains predictors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trainer {
-    /// archdb's own (candle; CUDA only in a `cuda` build).
-    Rust,
-    /// python/archdb_torch as a child process (PyTorch; CUDA when PyTorch sees a GPU).
-    Torch,
-}
-
-/// How training runs (`archdb worker` and `archdb train` flags).
-#[derive(Debug, Clone, clap::Args)]
-pub struct TrainerOptions {
-    #[arg(long, env = "ARCHDB_TRAINER", value_enum, default_value = "rust")]
-    pub trainer: Trainer,
-    /// Python interpreter with torch, numpy and safetensors, for `--trainer torch`.
-    #[arg(long, env = "ARCHDB_TORCH_PYTHON", default_value = "python3")]
-    pub python: PathBuf,
-    /// Directory that holds the `archdb_torch` package (the repository's `python/`).
-    #[arg(long, env = "ARCHDB_TORCH_PACKAGE", default_value = "python")]
-    pub torch_package: PathBuf,
-}
-
-impl Default for TrainerOptions {
-    /// The flags' defaults.
-    fn default() -> Self {
-        Self {
-            trainer: Trainer::Rust,
-            python: "python3".into(),
-            torch_package: "python".into(),
-        }
-    }
-}
-
-/// Trains with `python -m archdb_torch train` on a training-set file: its JSON progress lines
-/// go to `progress` (returning false kills the trainer), its artifact is loaded as archdb's own.
-fn torch_train(
-    options: &TrainerOptions,
-    set: &[u8],
-    progress: &mut ProgressFn,
-) -> Result<Predictor> {
-    let dir = std::env::temp_dir().join(format!(
-        "archdb-torch-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let outcome = (|| {
-        let (set_path, out, log) = (
-            dir.join("set.safetensors"),
-            dir.join("model.safetensors"),
-            dir.join("stderr.log"),
-        );
-        std::fs::write(&set_path, set)?;
-        let mut child = Command::new(&options.python)
-            .args(["-m", "archdb_torch", "train", "--set"])
-            .arg(&set_path)
-            .arg("--out")
-            .arg(&out)
-            .env("PYTHONPATH", &options.torch_package)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("starting {}", options.python.display()))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        for line in BufReader::new(stdout).lines() {
-            // Progress lines have a stage; the closing summary line and anything else do not.
-            let Ok(line) = serde_json::from_str::<serde_json::Value>(&line?) else {
-                continue;
-            };
-            if line.get("stage").is_none() {
-                continue;
-            }
-            let report = match serde_json::from_value::<EpochReport>(line) {
-                Ok(report) => report,
-                Err(e) => {
-                    child.kill()?;
-                    child.wait()?;
-                    bail!("the PyTorch trainer printed a malformed progress line: {e}");
-                }
-            };
-            if !progress(&report) {
-                child.kill()?;
-                child.wait()?;
-                return Err(PredictError::Cancelled.into());
-            }
-        }
-        let status = child.wait()?;
-        if !status.success() {
-            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-            let lines: Vec<&str> = stderr.lines().collect();
-            bail!(
-                "the PyTorch trainer failed ({status}):\n{}",
-                lines[lines.len().saturating_sub(20)..].join("\n")
-            );
-        }
-        Predictor::load(&out, Backend::Cpu).context("loading the PyTorch-trained artifact")
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    outcome
-}
-
 /// Checks a train request before it is queued (so the API can answer 422 at once).
 pub fn validate_train(request: &TrainRequest) -> Result<TrainConfig> {
     if request.train_size.is_some_and(|n| n < 2) {
@@ -256,112 +177,6 @@ pub fn validate_finetune(request: &FinetuneRequest) -> Result<FinetuneConfig> {
         bail!("samples must be at least 2");
     }
     with_overrides(&FinetuneConfig::default(), &request.config)
-}
-
-/// Measured architectures of a target with their featurised graphs.
-pub struct Population {
-    pub measured: Vec<Measured>,
-    pub graphs: Vec<Arc<PreparedGraph>>,
-}
-
-impl Population {
-    /// Every measured architecture of `target` that has a stored graph, featurised by `prepare`
-    /// on every core.
-    pub async fn load(
-        pool: &PgPool,
-        target: &Target,
-        prepare: impl Fn(CgGraphRef<'_>) -> Result<PreparedGraph, PredictError> + Send + Sync + 'static,
-    ) -> Result<Self> {
-        let measured = predictors::measured(pool, target).await?;
-        let mut stored: HashMap<i64, StoredGraph> = HashMap::new();
-        let ids: Vec<i64> = measured.iter().map(|m| m.architecture_id).collect();
-        for chunk in ids.chunks(2_000) {
-            stored.extend(predictors::graphs(pool, chunk).await?);
-        }
-        let measured: Vec<Measured> = measured
-            .into_iter()
-            .filter(|m| stored.contains_key(&m.architecture_id))
-            .collect();
-        let order: Vec<i64> = measured.iter().map(|m| m.architecture_id).collect();
-        let graphs =
-            tokio::task::spawn_blocking(move || prepare_all(&order, &stored, &prepare)).await??;
-        Ok(Self { measured, graphs })
-    }
-
-    /// A random split by `seed`: `train_size` positions, then all the others.
-    pub fn split(&self, train_size: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
-        let mut order: Vec<usize> = (0..self.measured.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(seed));
-        let test = order.split_off(train_size.min(order.len()));
-        (order, test)
-    }
-
-    /// Position `i` as a training sample (with its value when `labelled`).
-    pub fn sample(&self, i: usize, labelled: bool) -> TrainSample {
-        TrainSample {
-            graph: self.graphs[i].clone(),
-            accuracy: labelled.then_some(self.measured[i].value),
-        }
-    }
-}
-
-/// Featurises graphs on every core.
-fn prepare_all(
-    ids: &[i64],
-    stored: &HashMap<i64, StoredGraph>,
-    prepare: &(dyn Fn(CgGraphRef<'_>) -> Result<PreparedGraph, PredictError> + Sync),
-) -> Result<Vec<Arc<PreparedGraph>>> {
-    let threads = crate::predict::model::default_threads();
-    let per_thread = ids.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = ids
-            .chunks(per_thread)
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|id| {
-                            prepare(stored[id].as_cg())
-                                .map(Arc::new)
-                                .with_context(|| format!("architecture {id}"))
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(ids.len());
-        for h in handles {
-            out.extend(h.join().expect("featurising thread panicked")?);
-        }
-        Ok(out)
-    })
-}
-
-/// Predictions of a predictor for a whole population: its index rows (in population order).
-fn index_rows(predictor: &Predictor, population: &Population) -> Result<Vec<IndexRow>> {
-    let graphs: Vec<&PreparedGraph> = population.graphs.iter().map(|g| &**g).collect();
-    let predictions = predictor.predict_prepared(&graphs)?;
-    Ok(population
-        .measured
-        .iter()
-        .zip(predictions)
-        .map(|(m, p)| IndexRow {
-            architecture_id: m.architecture_id,
-            measured: m.value,
-            accuracy: p.accuracy,
-            std: p.std,
-            ood_score: p.ood_score,
-            membership_entropy: p.membership_entropy,
-            embedding: p.embedding,
-        })
-        .collect())
-}
-
-/// Scores of the index rows at `test` positions.
-fn scores(rows: &[IndexRow], test: &[usize]) -> Scores {
-    let predicted: Vec<f64> = test.iter().map(|&i| rows[i].accuracy).collect();
-    let truth: Vec<f64> = test.iter().map(|&i| rows[i].measured).collect();
-    Scores::compute(&predicted, &truth)
 }
 
 /// Stores a trained predictor with its index; completes `job` in the same transaction and
@@ -415,125 +230,6 @@ fn train_split(
     }
     let train_size = request.train_size.unwrap_or((n / 10).max(2)).min(n - 1);
     Ok(population.split(train_size, request.seed))
-}
-
-/// Which side of a train request's split a training-set file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SetPart {
-    /// The training graphs (what `archdb train` trains on).
-    Train,
-    /// The held-out graphs (what its evaluation scores), labelled, for predictions only.
-    Test,
-}
-
-/// The training-set file (`crate::predict::export`) of `request`'s split: the same graphs,
-/// split and settings `archdb train` would use, per node, for another trainer.
-pub async fn export_set(pool: &PgPool, request: &TrainRequest, part: SetPart) -> Result<Vec<u8>> {
-    let mut config = validate_train(request)?;
-    config.seed = request.seed;
-    let prepare_config = config.clone();
-    let population =
-        Population::load(pool, &request.target, move |g| prepare_config.prepare(g)).await?;
-    let (train_idx, test_idx) = train_split(&population, request)?;
-    let positions = match part {
-        SetPart::Train => &train_idx,
-        SetPart::Test => &test_idx,
-    };
-    let description = set_description(request, &train_idx, &test_idx, part);
-    set_of(pool, &population, positions, config, description).await
-}
-
-/// What a training-set file of a train request's split holds (its `target` metadata).
-fn set_description(
-    request: &TrainRequest,
-    train_idx: &[usize],
-    test_idx: &[usize],
-    part: SetPart,
-) -> serde_json::Value {
-    serde_json::json!({
-        "target": request.target,
-        "split": {
-            "method": "random",
-            "seed": request.seed,
-            "train_size": train_idx.len(),
-            "test_size": test_idx.len(),
-            "part": part,
-        },
-    })
-}
-
-/// The training-set file of the architectures at `positions` of a population (their stored
-/// graphs read again: the population keeps only the featurised ones).
-async fn set_of(
-    pool: &PgPool,
-    population: &Population,
-    positions: &[usize],
-    config: TrainConfig,
-    description: serde_json::Value,
-) -> Result<Vec<u8>> {
-    let values: Vec<(i64, f64)> = positions
-        .iter()
-        .map(|&i| {
-            let m = &population.measured[i];
-            (m.architecture_id, m.value)
-        })
-        .collect();
-    let ids: Vec<i64> = values.iter().map(|&(id, _)| id).collect();
-    let mut stored: HashMap<i64, StoredGraph> = HashMap::new();
-    for chunk in ids.chunks(2_000) {
-        stored.extend(predictors::graphs(pool, chunk).await?);
-    }
-    blocking(move || {
-        let graphs = values
-            .iter()
-            .map(|&(id, value)| {
-                Ok(export::SetGraph {
-                    id,
-                    graph: stored
-                        .get(&id)
-                        .with_context(|| format!("architecture {id} lost its graph"))?
-                        .as_cg(),
-                    accuracy: Some(value),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(export::training_set(&graphs, &config, &description)?)
-    })
-    .await
-}
-
-/// A predictor's predictions for the graphs of a training-set file (looked up by architecture
-/// id), with their scores against the set's accuracies when every graph is labelled.
-pub async fn predict_set(
-    pool: &PgPool,
-    predictor: Predictor,
-    set: &[u8],
-) -> Result<serde_json::Value> {
-    let (ids, accuracy) = export::set_ids(set)?;
-    let mut stored = predictors::graphs(pool, &ids).await?;
-    let graphs = ids
-        .iter()
-        .map(|id| {
-            stored
-                .remove(id)
-                .with_context(|| format!("architecture {id} has no stored graph"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    blocking(move || {
-        let refs: Vec<CgGraphRef> = graphs.iter().map(StoredGraph::as_cg).collect();
-        let predictions = predictor.predict(&refs)?;
-        let scores = accuracy.iter().all(|a| a.is_finite()).then(|| {
-            let predicted: Vec<f64> = predictions.iter().map(|p| p.accuracy).collect();
-            Scores::compute(&predicted, &accuracy)
-        });
-        Ok(serde_json::json!({
-            "architecture_ids": ids,
-            "predictions": predictions,
-            "scores": scores,
-        }))
-    })
-    .await
 }
 
 /// Trains, evaluates and registers a predictor. Returns its id.
@@ -862,76 +558,23 @@ pub async fn register_bundled(pool: &PgPool, dir: &Path) -> Result<Vec<i64>> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
-    use crate::predict::Stage;
-
-    /// A stand-in for the Python interpreter: a shell script with `body`.
-    fn fake_python(name: &str, body: &str) -> TrainerOptions {
-        let dir = std::env::temp_dir().join(format!("archdb-fake-python-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TrainerOptions {
-            trainer: Trainer::Torch,
-            python: path,
-            torch_package: dir,
-        }
-    }
 
     #[test]
-    fn torch_progress_is_forwarded_and_cancels_the_trainer() {
-        let options = fake_python(
-            "cancelled",
-            r#"echo 'not progress'
-echo '{"member": 1, "stage": "Regression", "epoch": 4, "loss": 0.5, "validation_kendall": 0.7, "seconds": 0.25}'
-exec sleep 60"#,
-        );
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut progress: ProgressFn = {
-            let seen = seen.clone();
-            Box::new(move |r| {
-                seen.lock().unwrap().push(r.clone());
-                false
-            })
-        };
-        let started = Instant::now();
-        let Err(error) = torch_train(&options, b"set", &mut progress) else {
-            panic!("a cancelled training succeeded");
-        };
+    fn job_params_round_trip_through_their_columns() {
+        let request: TrainRequest = serde_json::from_value(serde_json::json!({
+            "target": {"benchmark": "nb201", "dataset": "cifar10", "metric": "acc"},
+            "train_size": 30
+        }))
+        .unwrap();
+        let (kind, params) = JobParams::Train(request).to_columns().unwrap();
+        assert_eq!(kind, "train");
+        assert_eq!(params["train_size"], 30);
         assert!(matches!(
-            error.downcast_ref::<PredictError>(),
-            Some(PredictError::Cancelled)
+            JobParams::from_columns(&kind, &params).unwrap(),
+            JobParams::Train(r) if r.train_size == Some(30)
         ));
-        assert!(
-            started.elapsed().as_secs() < 30,
-            "the trainer was not killed"
-        );
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 1);
-        let r = &seen[0];
-        assert_eq!(
-            (r.member, r.stage, r.epoch, r.validation_kendall),
-            (1, Stage::Regression, 4, Some(0.7))
-        );
-    }
-
-    #[test]
-    fn a_failing_torch_trainer_reports_its_stderr() {
-        let options = fake_python(
-            "failing",
-            "echo 'ValueError: no labelled graphs' >&2; exit 3",
-        );
-        let mut progress: ProgressFn = Box::new(|_| true);
-        let Err(error) = torch_train(&options, b"set", &mut progress) else {
-            panic!("a failing trainer succeeded");
-        };
-        let message = format!("{error:#}");
-        assert!(
-            message.contains("failed") && message.contains("no labelled graphs"),
-            "{message}"
-        );
+        let error = JobParams::from_columns("sculpt", &params).unwrap_err();
+        assert!(format!("{error:#}").contains("sculpt"), "{error:#}");
     }
 }
