@@ -414,15 +414,30 @@ pub async fn onnx(pool: &PgPool, id: i64) -> sqlx::Result<Option<Vec<u8>>> {
         .await
 }
 
-/// Deletes an architecture with its graph, ONNX and aliases. Returns whether it existed.
+/// Deletes an architecture with its graph, ONNX, aliases and predictor-index rows, and tells
+/// every serving process (NOTIFY `deleted:<id>` on the predictors' channel, delivered at commit)
+/// to drop it from the indexes it holds in memory. Returns whether it existed.
 pub async fn delete(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
-    Ok(sqlx::query("delete from architectures where id = $1")
+    let mut tx = pool.begin().await?;
+    let existed = sqlx::query("delete from architectures where id = $1")
         .bind(id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected()
-        > 0)
+        > 0;
+    if existed {
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(crate::db::predictors::CHANNEL)
+            .bind(format!("{DELETED_PREFIX}{id}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(existed)
 }
+
+/// Payload prefix of the NOTIFY that announces a deleted architecture.
+pub const DELETED_PREFIX: &str = "deleted:";
 
 /// Sort keys of the architecture listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema, Default)]

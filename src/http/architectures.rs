@@ -238,6 +238,8 @@ async fn delete_architecture(
 ) -> Result<StatusCode> {
     let Path(id) = id?;
     if store::delete(&ctx.pool, id).await? {
+        // This process at once; the others on the NOTIFY the delete committed.
+        ctx.predictors.forget(id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Error::NotFound(format!("no architecture with id {id}")))

@@ -3,7 +3,7 @@
 //! activated (PostgreSQL NOTIFY on [`CHANNEL`]). A request takes one snapshot and uses it to the
 //! end, so a swap never fails or mixes predictors within a request.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -63,6 +63,8 @@ pub struct NearestIndex {
     pub residual_quantiles: [f64; 2],
     /// Upper end of the target's range: 1 when every measured value is a fraction, else 100.
     pub upper_bound: f64,
+    /// Architectures deleted since the index was loaded: never answered or named again.
+    deleted: RwLock<HashSet<i64>>,
 }
 
 impl NearestIndex {
@@ -93,6 +95,7 @@ impl NearestIndex {
         Self {
             residual_quantiles: [at(0.05), at(0.95)],
             upper_bound,
+            deleted: RwLock::default(),
             rows,
             by_id,
             embeddings,
@@ -110,7 +113,25 @@ impl NearestIndex {
 
     /// The cached row of a measured architecture.
     pub fn get(&self, architecture_id: i64) -> Option<&IndexRow> {
+        if self.is_deleted(architecture_id) {
+            return None;
+        }
         self.by_id.get(&architecture_id).map(|&i| &self.rows[i])
+    }
+
+    fn is_deleted(&self, architecture_id: i64) -> bool {
+        let deleted = self.deleted.read().expect("deleted lock");
+        !deleted.is_empty() && deleted.contains(&architecture_id)
+    }
+
+    /// Drops a deleted architecture from the answers.
+    pub fn forget(&self, architecture_id: i64) {
+        if self.by_id.contains_key(&architecture_id) {
+            self.deleted
+                .write()
+                .expect("deleted lock")
+                .insert(architecture_id);
+        }
     }
 
     /// The `k` nearest measured architectures to `embedding` (ties by id), leaving out `skip`.
@@ -120,8 +141,9 @@ impl NearestIndex {
         }
         // Max-heap of the best k by (squared distance, id).
         let mut heap: BinaryHeap<(OrdF32, i64)> = BinaryHeap::with_capacity(k + 1);
+        let deleted = self.deleted.read().expect("deleted lock");
         for (row, stored) in self.rows.iter().zip(self.embeddings.chunks_exact(self.dim)) {
-            if Some(row.architecture_id) == skip {
+            if Some(row.architecture_id) == skip || deleted.contains(&row.architecture_id) {
                 continue;
             }
             let d = squared_distance(stored, embedding);
@@ -211,7 +233,14 @@ impl Registry {
         Ok(())
     }
 
-    /// Reloads whenever a predictor is activated, for as long as the process runs: LISTEN on
+    /// Drops a deleted architecture from every loaded index.
+    pub fn forget(&self, architecture_id: i64) {
+        for loaded in self.snapshot().iter() {
+            loaded.index.forget(architecture_id);
+        }
+    }
+
+    /// Reloads whenever a predictor is activated (and forgets deleted architectures), for as long as the process runs: LISTEN on
     /// [`CHANNEL`], reconnecting (and reloading, in case a NOTIFY was missed) after errors.
     pub fn watch(self: &Arc<Self>, pool: PgPool) -> tokio::task::JoinHandle<()> {
         let registry = self.clone();
@@ -231,8 +260,15 @@ impl Registry {
         // Anything activated before LISTEN took effect.
         self.reload(pool).await?;
         loop {
-            listener.recv().await?;
-            self.reload(pool).await?;
+            let notification = listener.recv().await?;
+            match notification
+                .payload()
+                .strip_prefix(crate::db::architectures::DELETED_PREFIX)
+                .map(str::parse::<i64>)
+            {
+                Some(Ok(id)) => self.forget(id),
+                _ => self.reload(pool).await?,
+            }
         }
     }
 }

@@ -79,13 +79,15 @@ async fn predictions(app: &TestApp, body: Value) -> (u16, Value) {
     post(app, "/v1/predictions", body).await
 }
 
-/// Predictions once `predicate` holds: a worker's activation reaches the server through NOTIFY,
-/// a moment after the job ended.
+/// Predictions once `predicate` holds and a graph predictor answers: a worker's activation
+/// reaches the server through NOTIFY, a moment after the job ended (the bundled recipe
+/// predictor answers at once).
 async fn served(app: &TestApp, body: Value, predicate: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
     loop {
         let (status, answer) = predictions(app, body.clone()).await;
-        if status == 200 && predicate(&answer) {
+        if status == 200 && answer["results"][0]["predictor_kind"] == "graph" && predicate(&answer)
+        {
             return answer;
         }
         assert!(
@@ -154,7 +156,7 @@ async fn trains_registers_and_predicts() {
         .client
         .post(app.url("/v1/predictions?nearest=3"))
         .header("content-type", "application/octet-stream")
-        .body(bytes)
+        .body(bytes.clone())
         .send()
         .await
         .unwrap();
@@ -171,6 +173,22 @@ async fn trains_registers_and_predicts() {
         "two members disagree a little: {one}"
     );
     assert!(one["ood_score"].as_f64().unwrap() >= 0.0);
+    // Inside the metric's range, with a 90 % interval around it and a domain verdict.
+    assert_eq!(result["unit"], "percent");
+    assert_eq!(result["predictor_kind"], "graph");
+    let [lo, hi] = [
+        one["interval"][0].as_f64().unwrap(),
+        one["interval"][1].as_f64().unwrap(),
+    ];
+    assert!(
+        (0.0..=accuracy).contains(&lo) && (accuracy..=100.0).contains(&hi) && lo < hi,
+        "{one}"
+    );
+    assert!(["in", "edge", "out"].contains(&one["domain"].as_str().unwrap()));
+    // The default targets end with the recipe predictor's LEMUR CIFAR-10 answer, in fractions.
+    let last = body["results"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["predictor_kind"], "recipe");
+    assert_eq!(last["unit"], "fraction");
     assert_eq!(one["params"], ingested.graph.summary.params);
     assert_eq!(one["macs"], ingested.graph.summary.macs);
     let nearest = one["nearest"].as_array().unwrap();
@@ -180,6 +198,48 @@ async fn trains_registers_and_predicts() {
         .map(|n| n["distance"].as_f64().unwrap())
         .collect();
     assert!(distances.windows(2).all(|w| w[0] <= w[1]), "{distances:?}");
+
+    // A deleted architecture is never named again: not as a neighbour, not as similar.
+    let (_, cell) = app.get_json("/v1/benchmarks/nb201/0").await;
+    let neighbour = nearest
+        .iter()
+        .map(|n| n["architecture_id"].as_i64().unwrap())
+        .find(|&id| Some(id) != cell["architecture_id"].as_i64())
+        .unwrap();
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/v1/architectures/{neighbour}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let (_, again) = predictions(
+        &app,
+        json!({"onnx_base64": [base64_encode(&bytes)], "targets": [{"benchmark": "nb201"}]}),
+    )
+    .await;
+    let ids: Vec<i64> = again["results"][0]["predictions"][0]["nearest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["architecture_id"].as_i64().unwrap())
+        .collect();
+    assert!(!ids.is_empty() && !ids.contains(&neighbour), "{ids:?}");
+    let (status, similar) = app
+        .get_json(&format!(
+            "/v1/architectures/{}/similar?k=100",
+            cell["architecture_id"]
+        ))
+        .await;
+    assert_eq!(status, 200, "{similar}");
+    assert!(
+        similar["similar"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["architecture_id"] != neighbour),
+        "{similar}"
+    );
 
     // Stored cells by index and arch string, and by id: answered from the index.
     let (_, cell) = app.get_json("/v1/benchmarks/nb201/0").await;
