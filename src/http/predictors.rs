@@ -32,15 +32,39 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 #[derive(Debug, Serialize, ToSchema)]
 struct PredictorList {
     predictors: Vec<PredictorInfo>,
+    /// The bundled recipe predictor (compiled into the binary, not in the registry).
+    recipe: Option<RecipeInfo>,
+}
+
+/// What the recipe predictor covers and how it did on held-out families.
+#[derive(Debug, Serialize, ToSchema)]
+struct RecipeInfo {
+    /// Per dataset: rows and graphs trained on, the typical recipe (used for missing fields)
+    /// and the measured ranges of each hyperparameter.
+    #[schema(value_type = Vec<Object>)]
+    datasets: serde_json::Value,
+    /// The grouped cross-validation (whole LEMUR families held out) that calibrated it.
+    #[schema(value_type = Object)]
+    evaluation: serde_json::Value,
 }
 
 /// Every registered predictor with its held-out evaluation (Kendall τ-b, Spearman, MAE, split,
-/// seed, train size, device, training time).
+/// seed, train size, device, training time), and the bundled recipe predictor.
 #[utoipa::path(get, path = "/v1/predictors", tag = "predictions",
     responses((status = 200, body = PredictorList)))]
 async fn list_predictors(State(ctx): State<ApiContext>) -> Result<Json<PredictorList>> {
+    let recipe = crate::predict::recipe::bundled()
+        .map(|r| -> Result<RecipeInfo> {
+            Ok(RecipeInfo {
+                datasets: serde_json::to_value(&r.datasets)
+                    .map_err(|e| Error::Internal(e.into()))?,
+                evaluation: r.evaluation.clone(),
+            })
+        })
+        .transpose()?;
     Ok(Json(PredictorList {
         predictors: store::list(&ctx.pool).await?,
+        recipe,
     }))
 }
 

@@ -683,17 +683,50 @@ fn training_on_real_cells_generalises() {
 async fn the_bundled_predictor_is_registered_once_and_answers() {
     let app = with_nb201().await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/predictor");
-    let ids = archdb::training::register_bundled(&app.pool, &dir)
+    let registered = archdb::training::register_bundled(&app.pool, &dir)
         .await
         .unwrap();
-    assert_eq!(ids.len(), 1);
+    let artifacts = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "safetensors")
+        })
+        .count();
+    assert_eq!(registered.len(), artifacts);
     let again = archdb::training::register_bundled(&app.pool, &dir)
         .await
         .unwrap();
     assert!(again.is_empty(), "only into a registry without predictors");
-    let (_, p) = app.get_json(&format!("/v1/predictors/{}", ids[0])).await;
+    let (_, list) = app.get_json("/v1/predictors").await;
+    let mut names: Vec<&str> = list["predictors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "nb-macro-cifar10-bundled",
+            "nb201-cifar10-bundled",
+            "nb201-cifar100-bundled",
+            "nb201-imagenet16-120-bundled"
+        ]
+    );
+    let p = list["predictors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "nb201-cifar10-bundled")
+        .unwrap()
+        .clone();
+    let ids = [p["id"].as_i64().unwrap()];
     assert_eq!(p["active"], true);
-    assert_eq!(p["name"], "nb201-cifar10-bundled");
     assert_eq!(p["target"], target());
     // The evaluation travels in the artifact's header.
     assert_eq!(p["evaluation"]["split"]["train_size"], 1563);
@@ -716,7 +749,8 @@ async fn the_bundled_predictor_is_registered_once_and_answers() {
         &app,
         json!({"architecture_ids": [
             measured.iter().max_by(|a, b| a.value.total_cmp(&b.value)).unwrap().architecture_id,
-            measured.iter().min_by(|a, b| a.value.total_cmp(&b.value)).unwrap().architecture_id]}),
+            measured.iter().min_by(|a, b| a.value.total_cmp(&b.value)).unwrap().architecture_id],
+            "targets": [{"benchmark": "nb201", "dataset": "cifar10"}]}),
         |_| true,
     )
     .await;

@@ -182,6 +182,16 @@ async fn missing_recipes_take_the_typical_one_and_unknown_names_warn() {
     for r in results {
         assert_bounded(&r["predictions"][0]);
     }
+    // Listed beside the registry, with what it covers and its held-out evaluation.
+    let (_, list) = app.get_json("/v1/predictors").await;
+    let datasets = list["recipe"]["datasets"].as_array().unwrap();
+    assert_eq!(datasets.len(), 6);
+    assert_eq!(datasets[0]["name"], "cifar-10");
+    assert!(datasets[0]["rows"].as_u64().unwrap() > 40_000);
+    let coverage = list["recipe"]["evaluation"]["calibration"]["coverage"]
+        .as_f64()
+        .unwrap();
+    assert!((0.85..=0.95).contains(&coverage), "{coverage}");
     // Without targets: every active benchmark predictor (none here), then LEMUR CIFAR-10 under
     // its typical recipe.
     let (status, body) =
