@@ -1,6 +1,7 @@
 //! Integration tests through HTTP on a real PostgreSQL with real ONNX files.
 
 mod architectures;
+mod auth;
 mod benchmarks;
 mod calibration;
 mod cli;
@@ -13,4 +14,5 @@ mod models;
 mod openapi;
 mod predictions;
 mod results;
+mod starvation;
 mod zoo;
