@@ -13,6 +13,7 @@ pub mod predictions;
 pub mod predictors;
 pub mod results;
 pub mod server;
+mod spec;
 pub mod stats;
 pub mod svg;
 
@@ -207,7 +208,9 @@ impl ApiContext {
 #[openapi(
     info(title = "archdb", description = "Store, query and predict the performance of neural architectures. \
         ONNX models become GENNAPE-style computation graphs stored in PostgreSQL, deduplicated by a canonical graph hash. \
-        Errors are RFC 7807 `application/problem+json`. When the server has an API token, writes need `Authorization: Bearer <token>`.",
+        Errors are RFC 7807 `application/problem+json`. When the server has an admin token, writes need `Authorization: Bearer <token>`; \
+        when it also has a read token, reads and the compute-only POSTs (predictions, calibration metrics) need either token. \
+        POSTs need a JSON or upload body type, or an `X-Requested-With` header.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")),
     tags(
         (name = "architectures", description = "ONNX upload, computation graphs, listing"),
@@ -236,7 +239,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API routes and the OpenAPI document generated from them.
 fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(architectures::router())
         .merge(calibration::router())
@@ -245,7 +248,9 @@ fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .merge(results::router())
         .merge(predictions::router())
         .merge(predictors::router())
-        .split_for_parts()
+        .split_for_parts();
+    spec::complete(&mut spec);
+    (routes, spec)
 }
 
 /// The OpenAPI 3.1 document (what `archdb openapi` prints and `openapi/archdb.json` holds).

@@ -534,7 +534,7 @@ struct SimilarParams {
 /// Models whose code MinHash Jaccard similarity (7-token shingles) to the anchor model lies in
 /// the band, each with its best row among the filtered LEMUR rows, most accurate first, with
 /// `anchor_jaccard` and `anchor_nn`.
-#[utoipa::path(get, path = "/v1/lemur/similar", tag = "lemur",
+#[utoipa::path(get, path = "/v1/lemur/similar", tag = "lemur", operation_id = "lemur_similar",
     params(SimilarParams, FilterParams, ColumnParams, FormatParam),
     responses(
         (status = 200, description = "best rows of the similar models", content(
