@@ -190,6 +190,7 @@ async fn upload_all(base: &str, graphs: &[Vec<u8>], concurrency: usize) -> (usiz
         let requests = chunk.iter().map(|g| {
             client
                 .post(format!("{base}/v1/architectures"))
+                .header("content-type", "application/octet-stream")
                 .body(g.clone())
                 .send()
         });

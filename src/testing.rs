@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::db::{Database, EmbeddedPostgres};
-use crate::http::{ApiContext, ServeConfig, app};
+use crate::http::{ApiContext, ServeConfig, serve_on};
 
 /// Connection options for a new, uniquely named database on the test server.
 pub fn fresh_database() -> PgConnectOptions {
@@ -59,7 +59,7 @@ pub async fn spawn(config: ServeConfig) -> TestServer {
         .await
         .expect("bind a loopback port");
     let base_url = format!("http://{}", listener.local_addr().expect("local address"));
-    tokio::spawn(async move { axum::serve(listener, app(ctx)).await });
+    tokio::spawn(serve_on(listener, ctx, std::future::pending()));
     TestServer {
         base_url,
         pool: db.pool,

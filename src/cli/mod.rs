@@ -213,6 +213,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             no_seed,
             seed_dir,
         } => {
+            config.check()?;
             let database = Database::connect(&db).await?;
             if !no_seed {
                 // The API answers at once; the starter data arrive as each import commits.

@@ -10,10 +10,11 @@ pub mod results;
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 
 pub use embedded::EmbeddedPostgres;
 
@@ -90,6 +91,35 @@ impl Database {
             let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
         }
     }
+}
+
+/// A pool on the database of `pool` whose connections cancel any statement running longer than
+/// `statement_timeout` and stop a query whose client connection has gone (checked every second,
+/// PostgreSQL 14+). Waiting for a free connection fails after `acquire_timeout`. Connections are
+/// opened on demand.
+pub fn request_pool(
+    pool: &PgPool,
+    size: u32,
+    statement_timeout: Duration,
+    acquire_timeout: Duration,
+) -> PgPool {
+    let options = (*pool.connect_options()).clone().options([(
+        "statement_timeout",
+        format!("{}", statement_timeout.as_millis()),
+    )]);
+    PgPoolOptions::new()
+        .max_connections(size.max(1))
+        .acquire_timeout(acquire_timeout)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // Older servers lack the setting; their queries then end on statement_timeout.
+                let _ = conn
+                    .execute("set client_connection_check_interval = 1000")
+                    .await;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options)
 }
 
 /// Creates the target database through the server's `postgres` database when it is missing.

@@ -41,7 +41,7 @@ pub fn router() -> OpenApiRouter<ApiContext> {
         (status = 400, description = "not ONNX, truncated or empty", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "missing or wrong bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "body or node count over the limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid graph (cycle, dangling input)", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "invalid graph (cycle, dangling input), or a `source` reserved for importers", body = Problem, content_type = "application/problem+json")))]
 async fn create_architecture(
     State(ctx): State<ApiContext>,
     query: Result<Query<NewArchitecture>, QueryRejection>,
@@ -53,6 +53,15 @@ async fn create_architecture(
     } else {
         Bytes::from_request(request, &ctx).await?
     };
+    if let Some(source) = meta
+        .source
+        .as_deref()
+        .filter(|s| crate::import::is_reserved_namespace(s))
+    {
+        return Err(Error::Unprocessable(format!(
+            "source `{source}` is an alias namespace reserved for `archdb import`; choose another"
+        )));
+    }
     let options = BuildOptions {
         max_nodes: ctx.config.max_nodes,
     };

@@ -25,14 +25,29 @@ pub struct Problem {
 pub enum Error {
     #[error("{0}")]
     BadRequest(String),
-    #[error("a valid `Authorization: Bearer <token>` header is required for writes")]
+    #[error("a valid `Authorization: Bearer <token>` header is required")]
     Unauthorized,
+    /// A valid token without the scope the operation needs.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// A write whose body type a cross-site page could send (see `auth::reject_cross_site`).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The client sent its body too slowly.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// Too much of the same work at once; answered with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
+    /// A database query ran past `statement_timeout` and was cancelled.
+    #[error("the query took too long and was cancelled; narrow the filters or ask for fewer rows")]
+    QueryTimeout,
     /// The request is fine but the server cannot answer it yet (e.g. no active predictor).
     #[error("{0}")]
     Unavailable(String),
@@ -42,7 +57,7 @@ pub enum Error {
     #[error("{1}")]
     Rejection(StatusCode, String),
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -54,6 +69,10 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::Busy(_) | Error::QueryTimeout => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -70,6 +89,11 @@ impl Error {
         match self {
             Error::Onnx(_) => "invalid-onnx",
             Error::Unauthorized => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::UnsupportedMediaType(_) => "unsupported-media-type",
+            Error::RequestTimeout(_) => "request-timeout",
+            Error::Busy(_) => "busy",
+            Error::QueryTimeout => "query-timeout",
             Error::NotFound(_) => "not-found",
             Error::PayloadTooLarge(_) => "payload-too-large",
             Error::Unavailable(_) => "unavailable",
@@ -97,10 +121,31 @@ impl IntoResponse for Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, Error::Unauthorized) {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            Error::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Error::Busy(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            // 57014 query_canceled: statement_timeout.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                Error::QueryTimeout
+            }
+            sqlx::Error::PoolTimedOut => {
+                Error::Busy("every database connection is in use; retry shortly".into())
+            }
+            _ => Error::Database(e),
+        }
     }
 }
 
@@ -108,6 +153,9 @@ macro_rules! from_rejection {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(r: $t) -> Self {
+                if super::server::body_timed_out(&r) {
+                    return Error::RequestTimeout(r.body_text());
+                }
                 Error::Rejection(r.status(), r.body_text())
             }
         }

@@ -4,6 +4,7 @@
 //! works offline) at `/docs`.
 
 pub mod architectures;
+pub mod auth;
 pub mod benchmarks;
 pub mod calibration;
 pub mod error;
@@ -11,6 +12,8 @@ mod health;
 pub mod predictions;
 pub mod predictors;
 pub mod results;
+pub mod server;
+mod spec;
 pub mod stats;
 pub mod svg;
 
@@ -19,10 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use sqlx::PgPool;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -41,9 +43,17 @@ pub struct ServeConfig {
     /// Address to listen on.
     #[arg(long, env = "ARCHDB_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// When set, every write (POST/PUT/PATCH/DELETE) needs `Authorization: Bearer <token>`.
+    /// The admin token: when set, every write (POST/PUT/PATCH/DELETE) needs
+    /// `Authorization: Bearer <token>`.
     #[arg(long, env = "ARCHDB_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// When set, reads and compute-only POSTs (predictions, calibration metrics) need this
+    /// token or the admin token. Needs `--api-token`.
+    #[arg(long, env = "ARCHDB_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+    /// Listen on a non-loopback address without a token (every write open to the network).
+    #[arg(long)]
+    pub insecure_no_token: bool,
     /// Largest request body in bytes (ONNX uploads).
     #[arg(long, env = "ARCHDB_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub max_upload_bytes: usize,
@@ -56,6 +66,36 @@ pub struct ServeConfig {
     /// Requests processed at once; more wait.
     #[arg(long, env = "ARCHDB_CONCURRENCY_LIMIT", default_value_t = 256)]
     pub concurrency_limit: usize,
+    /// Open connections at most; more wait in the listen backlog.
+    #[arg(long, env = "ARCHDB_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's headers before it is closed.
+    #[arg(long, env = "ARCHDB_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive whole (408 after).
+    #[arg(long, env = "ARCHDB_BODY_TIMEOUT_SECS", default_value_t = 60)]
+    pub body_timeout_secs: u64,
+    /// Heavy requests (uploads, predictions, analyses, similarity) run at once; 0: one per core.
+    #[arg(long, env = "ARCHDB_HEAVY_LIMIT", default_value_t = 0)]
+    pub heavy_limit: usize,
+    /// Seconds a request's database statement may run (`statement_timeout`; 503 after).
+    #[arg(long, env = "ARCHDB_STATEMENT_TIMEOUT_SECS", default_value_t = 10)]
+    pub statement_timeout_secs: u64,
+    /// Database connections for streamed answers (`/v1/results` and the other row dumps),
+    /// apart from the request pool so that slow readers cannot take it.
+    #[arg(long, env = "ARCHDB_STREAM_POOL", default_value_t = 4)]
+    pub stream_pool_size: u32,
+    /// Seconds a streamed answer may wait for the client to take the next chunk before it is
+    /// cut off and its query cancelled.
+    #[arg(long, env = "ARCHDB_STREAM_STALL_SECS", default_value_t = 10)]
+    pub stream_stall_secs: u64,
+    /// Seconds a streamed answer's query may run in all.
+    #[arg(long, env = "ARCHDB_STREAM_TIMEOUT_SECS", default_value_t = 300)]
+    pub stream_timeout_secs: u64,
+    /// Rows a dump (`/v1/results`, `/v1/lemur/runs`) returns when `max_rows` is absent; asking
+    /// for more (or `max_rows=0`, all) needs a token when the server has one.
+    #[arg(long, env = "ARCHDB_DUMP_ROWS", default_value_t = 100_000)]
+    pub dump_rows: i64,
 }
 
 impl Default for ServeConfig {
@@ -63,33 +103,101 @@ impl Default for ServeConfig {
         Self {
             addr: "127.0.0.1:8080".parse().expect("valid address"),
             api_token: None,
+            read_token: None,
+            insecure_no_token: false,
             max_upload_bytes: 512 * 1024 * 1024,
             max_nodes: 200_000,
             request_timeout_secs: 120,
             concurrency_limit: 256,
+            max_connections: 1024,
+            header_timeout_secs: 10,
+            body_timeout_secs: 60,
+            heavy_limit: 0,
+            statement_timeout_secs: 10,
+            stream_pool_size: 4,
+            stream_stall_secs: 10,
+            stream_timeout_secs: 300,
+            dump_rows: 100_000,
         }
+    }
+}
+
+impl ServeConfig {
+    /// Refuses settings that would expose the service: a read token without an admin token,
+    /// or a non-loopback address without any token (unless `--insecure-no-token`).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let (admin, read) = self.tokens();
+        if read.is_some() && admin.is_none() {
+            anyhow::bail!(
+                "ARCHDB_READ_TOKEN is set but ARCHDB_API_TOKEN is not: set an admin token too, \
+                 or writes would be open"
+            );
+        }
+        if !self.addr.ip().is_loopback() && admin.is_none() && !self.insecure_no_token {
+            anyhow::bail!(
+                "refusing to listen on {} without a token: set ARCHDB_API_TOKEN (or pass \
+                 --insecure-no-token to open every write to the network)",
+                self.addr
+            );
+        }
+        Ok(())
+    }
+
+    /// The admin and read tokens; an empty value (as compose passes an unset one) is none.
+    pub fn tokens(&self) -> (Option<&str>, Option<&str>) {
+        fn given(t: &Option<String>) -> Option<&str> {
+            t.as_deref().filter(|t| !t.is_empty())
+        }
+        (given(&self.api_token), given(&self.read_token))
     }
 }
 
 /// State shared by all handlers.
 #[derive(Clone)]
 pub struct ApiContext {
+    /// Request queries, each bounded by `statement_timeout`.
     pub pool: PgPool,
+    /// Streamed answers only (see `results::stream_rows`).
+    pub stream_pool: PgPool,
     pub config: Arc<ServeConfig>,
     /// The active accuracy predictors (swapped when another is activated).
     pub predictors: Arc<Registry>,
+    pub tokens: auth::Tokens,
+    pub heavy: Arc<server::HeavyGate>,
 }
 
 impl ApiContext {
-    /// A context over `pool` with the active predictors loaded, kept current by a LISTEN task.
+    /// A context on the database of `pool` with the active predictors loaded, kept current by a
+    /// LISTEN task. Requests get their own pools (as large as `pool`, and the small streaming
+    /// one) with the configured time limits; `pool` itself keeps serving the background tasks.
     pub async fn new(pool: PgPool, config: ServeConfig) -> Self {
         let predictors = Arc::new(Registry::default());
         if let Err(e) = predictors.reload(&pool).await {
             tracing::error!("loading the active predictors failed: {e:#}");
         }
         predictors.watch(pool.clone());
+        let heavy_limit = match config.heavy_limit {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
         Self {
-            pool,
+            pool: crate::db::request_pool(
+                &pool,
+                pool.options().get_max_connections(),
+                Duration::from_secs(config.statement_timeout_secs),
+                Duration::from_secs(30),
+            ),
+            stream_pool: crate::db::request_pool(
+                &pool,
+                config.stream_pool_size,
+                Duration::from_secs(config.stream_timeout_secs),
+                Duration::from_secs(2),
+            ),
+            tokens: {
+                let (admin, read) = config.tokens();
+                auth::Tokens::new(admin, read)
+            },
+            heavy: Arc::new(server::HeavyGate::new(heavy_limit)),
             config: Arc::new(config),
             predictors,
         }
@@ -100,7 +208,9 @@ impl ApiContext {
 #[openapi(
     info(title = "archdb", description = "Store, query and predict the performance of neural architectures. \
         ONNX models become GENNAPE-style computation graphs stored in PostgreSQL, deduplicated by a canonical graph hash. \
-        Errors are RFC 7807 `application/problem+json`. When the server has an API token, writes need `Authorization: Bearer <token>`.",
+        Errors are RFC 7807 `application/problem+json`. When the server has an admin token, writes need `Authorization: Bearer <token>`; \
+        when it also has a read token, reads and the compute-only POSTs (predictions, calibration metrics) need either token. \
+        POSTs need a JSON or upload body type, or an `X-Requested-With` header.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")),
     tags(
         (name = "architectures", description = "ONNX upload, computation graphs, listing"),
@@ -129,7 +239,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API routes and the OpenAPI document generated from them.
 fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(architectures::router())
         .merge(calibration::router())
@@ -138,7 +248,9 @@ fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .merge(results::router())
         .merge(predictions::router())
         .merge(predictors::router())
-        .split_for_parts()
+        .split_for_parts();
+    spec::complete(&mut spec);
+    (routes, spec)
 }
 
 /// The OpenAPI 3.1 document (what `archdb openapi` prints and `openapi/archdb.json` holds).
@@ -153,8 +265,11 @@ pub fn app(ctx: ApiContext) -> Router {
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { Error::NotFound("no such route; see /docs for the API".into()) })
-        .layer(middleware::from_fn_with_state(ctx.clone(), require_token))
+        .layer(middleware::from_fn_with_state(ctx.clone(), server::heavy_gate))
+        .layer(middleware::from_fn(auth::reject_cross_site))
+        .layer(middleware::from_fn_with_state(ctx.clone(), auth::authorize))
         .layer(DefaultBodyLimit::max(config.max_upload_bytes))
+        .layer(middleware::from_fn_with_state(ctx.clone(), server::body_deadline))
         .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(config.request_timeout_secs)))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -175,42 +290,33 @@ fn has_content_type(request: &Request, mime: &str) -> bool {
         .is_some_and(|v| v.starts_with(mime))
 }
 
-/// Rejects writes without the configured bearer token.
-async fn require_token(
-    State(ctx): State<ApiContext>,
-    req: Request,
-    next: Next,
-) -> Result<Response, Error> {
-    let Some(token) = ctx.config.api_token.as_deref() else {
-        return Ok(next.run(req).await);
-    };
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return Ok(next.run(req).await);
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(next.run(req).await),
-        _ => Err(Error::Unauthorized),
-    }
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
 pub async fn serve(ctx: ApiContext) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(ctx.config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "archdb listening; API docs at /docs");
-    axum::serve(listener, app(ctx))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_on(listener, ctx, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Serves the application on `listener` until `shutdown` completes, with the connection cap
+/// and header deadline of the configuration.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    ctx: ApiContext,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (max_connections, header_timeout) = (
+        ctx.config.max_connections,
+        Duration::from_secs(ctx.config.header_timeout_secs),
+    );
+    server::serve(
+        listener,
+        app(ctx),
+        max_connections,
+        header_timeout,
+        shutdown,
+    )
+    .await
 }
 
 async fn shutdown_signal() {

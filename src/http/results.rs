@@ -2,20 +2,22 @@
 //! `/v1/lemur/…` (MinHash-similar models, on-device runs). Answers stream from the database as
 //! a JSON array, JSON lines or CSV, so a full dump never sits in memory.
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::{Query, QueryRejection};
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::{Connection, Row};
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
+use super::auth::Caller;
 use super::error::{Error, Problem, Result};
 use crate::db::results::{
     self as store, Column, Filter, Kind, Output, PairSpec, RowQuery, Selection,
@@ -104,7 +106,9 @@ struct SelectParams {
     /// One row per model: its best accuracy over the filtered rows (ties: lower epoch first).
     #[serde(default)]
     unique_nn: bool,
-    /// At most this many rows (in LEMUR's order). Absent or 0: all rows.
+    /// At most this many rows (in LEMUR's order). Absent: the server's dump cap (100000 by
+    /// default, `x-archdb-row-cap` names it); 0: all rows. More than the cap needs a bearer
+    /// token when the server has one.
     max_rows: Option<i64>,
 }
 
@@ -121,6 +125,41 @@ impl SelectParams {
             Some(n) if n < 0 => Err(Error::BadRequest("max_rows must not be negative".into())),
             Some(0) | None => Ok(None),
             Some(n) => Ok(Some(n)),
+        }
+    }
+
+    /// The rows a dump returns: `max_rows`, or the server's cap when it is absent. All rows or
+    /// more than the cap only for a caller with a token, when the server has one.
+    fn dump_rows(&self, ctx: &ApiContext, caller: Caller) -> Result<Limit> {
+        let cap = ctx.config.dump_rows;
+        let wanted = match self.max_rows {
+            None => return Ok(Limit::Capped(cap)),
+            Some(_) => self.max_rows()?,
+        };
+        let within_cap = wanted.is_some_and(|n| n <= cap);
+        if !within_cap && ctx.tokens.any() && caller == Caller::Anonymous {
+            return Err(Error::Unauthorized);
+        }
+        Ok(wanted.map_or(Limit::All, Limit::Asked))
+    }
+}
+
+/// How many rows a dump returns.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// All of them (`max_rows=0`).
+    All,
+    /// As many as the client asked for.
+    Asked(i64),
+    /// The server's cap, since the client did not say.
+    Capped(i64),
+}
+
+impl Limit {
+    fn rows(self) -> Option<i64> {
+        match self {
+            Limit::All => None,
+            Limit::Asked(n) | Limit::Capped(n) => Some(n),
         }
     }
 }
@@ -193,6 +232,7 @@ enum Format {
 #[into_params(parameter_in = Query)]
 struct FormatParam {
     /// `json` (default), `jsonl` or `csv`.
+    #[param(inline)]
     format: Option<Format>,
 }
 
@@ -262,6 +302,7 @@ type Q<T> = std::result::Result<Query<T>, QueryRejection>;
         (status = 400, description = "unknown or malformed parameter", body = Problem, content_type = "application/problem+json")))]
 async fn list_results(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     raw: Q<Vec<(String, String)>>,
     filter: Q<FilterParams>,
     select: Q<SelectParams>,
@@ -279,14 +320,14 @@ async fn list_results(
     )?;
     let (filter, select) = (filter?.0.filter()?, select?.0);
     let (output, format) = (columns?.0.output()?, format?.0.format.unwrap_or_default());
-    let max_rows = select.max_rows()?;
+    let limit = select.dump_rows(&ctx, caller)?;
     let keys = if output.prm_as_columns {
-        store::prm_keys(&ctx.pool, &filter, select.selection(), max_rows).await?
+        store::prm_keys(&ctx.pool, &filter, select.selection(), limit.rows()).await?
     } else {
         Vec::new()
     };
-    let query = store::data(&filter, select.selection(), &output, &keys, max_rows);
-    stream_rows(ctx.pool, query, format).await
+    let query = store::data(&filter, select.selection(), &output, &keys, limit.rows());
+    stream_rows(&ctx, query, format, Cost::Dump(limit)).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -330,7 +371,13 @@ async fn top_models(
     }
     let output = no_prm_columns(columns?.0.output()?, "top-models")?;
     let query = store::top_models(&filter?.0.filter()?, &output, n);
-    stream_rows(ctx.pool, query, format?.0.format.unwrap_or_default()).await
+    stream_rows(
+        &ctx,
+        query,
+        format?.0.format.unwrap_or_default(),
+        Cost::Bounded,
+    )
+    .await
 }
 
 fn no_prm_columns(output: Output, endpoint: &str) -> Result<Output> {
@@ -362,6 +409,9 @@ struct PairParams {
     seed: Option<String>,
 }
 
+/// Most rows of a pairs answer: each costs a scan of the filtered rows.
+const MAX_PAIRS: i64 = 1000;
+
 fn pair_column(c: &str) -> Result<&'static str> {
     ["task", "dataset", "metric", "nn", "epoch"]
         .into_iter()
@@ -375,7 +425,7 @@ fn pair_column(c: &str) -> Result<&'static str> {
 
 /// Rows with a partner row, e.g. a better model (LEMUR JoinConf pairwise)
 ///
-/// Each of the first `max_rows` rows (default 100, at most 10000) with one random partner row
+/// Each of the first `max_rows` rows (default 100, at most 1000) with one random partner row
 /// (`*_2` columns) that shares the `same` columns, differs in the `diff` columns and, with
 /// `better`, has a higher accuracy, e.g. `same=task&same=dataset&same=metric&same=epoch&diff=nn&
 /// better=true` for (model, better model) pairs.
@@ -429,10 +479,10 @@ async fn pairs(
     }
     let select = select?.0;
     let max_rows = select.max_rows()?.unwrap_or(100);
-    if max_rows > 10_000 {
-        return Err(Error::BadRequest(
-            "max_rows must be at most 10000 for pairs".into(),
-        ));
+    if max_rows > MAX_PAIRS {
+        return Err(Error::BadRequest(format!(
+            "max_rows must be at most {MAX_PAIRS} for pairs"
+        )));
     }
     let output = no_prm_columns(columns?.0.output()?, "pairs")?;
     let query = store::pairs(
@@ -442,7 +492,13 @@ async fn pairs(
         &spec,
         max_rows,
     );
-    stream_rows(ctx.pool, query, format?.0.format.unwrap_or_default()).await
+    stream_rows(
+        &ctx,
+        query,
+        format?.0.format.unwrap_or_default(),
+        Cost::Bounded,
+    )
+    .await
 }
 
 /// LEMUR's similarity bands (`SIM_BANDS`), half-open `[min, max)`, from the most similar down.
@@ -478,7 +534,7 @@ struct SimilarParams {
 /// Models whose code MinHash Jaccard similarity (7-token shingles) to the anchor model lies in
 /// the band, each with its best row among the filtered LEMUR rows, most accurate first, with
 /// `anchor_jaccard` and `anchor_nn`.
-#[utoipa::path(get, path = "/v1/lemur/similar", tag = "lemur",
+#[utoipa::path(get, path = "/v1/lemur/similar", tag = "lemur", operation_id = "lemur_similar",
     params(SimilarParams, FilterParams, ColumnParams, FormatParam),
     responses(
         (status = 200, description = "best rows of the similar models", content(
@@ -577,7 +633,13 @@ async fn similar(
     let (ids, js) = found.into_iter().unzip();
     let output = no_prm_columns(columns?.0.output()?, "similar")?;
     let query = store::similar_rows(&output, &anchor.nn, ids, js);
-    stream_rows(ctx.pool, query, format?.0.format.unwrap_or_default()).await
+    stream_rows(
+        &ctx,
+        query,
+        format?.0.format.unwrap_or_default(),
+        Cost::Bounded,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -589,7 +651,8 @@ struct RunParams {
     /// Device, e.g. `sdk_gphone64_x86_64` (repeatable).
     #[serde(default)]
     device_type: Vec<String>,
-    /// At most this many rows. Absent or 0: all.
+    /// At most this many rows. Absent: the server's dump cap; 0: all (more than the cap needs a
+    /// bearer token when the server has one).
     max_rows: Option<i64>,
 }
 
@@ -606,51 +669,106 @@ struct RunParams {
         (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn runs(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     raw: Q<Vec<(String, String)>>,
     run: Q<RunParams>,
     format: Q<FormatParam>,
 ) -> Result<Response> {
     check_known(&raw?.0, &[params::<RunParams>(), params::<FormatParam>()])?;
     let r = run?.0;
-    let max_rows = SelectParams {
+    let limit = SelectParams {
         max_rows: r.max_rows,
         ..SelectParams::default()
     }
-    .max_rows()?;
-    let query = store::runs(&r.model_name, &r.device_type, max_rows);
-    stream_rows(ctx.pool, query, format?.0.format.unwrap_or_default()).await
+    .dump_rows(&ctx, caller)?;
+    let query = store::runs(&r.model_name, &r.device_type, limit.rows());
+    stream_rows(
+        &ctx,
+        query,
+        format?.0.format.unwrap_or_default(),
+        Cost::Dump(limit),
+    )
+    .await
 }
 
 /// Bytes buffered before a chunk is sent.
 const CHUNK: usize = 64 * 1024;
 
-/// Runs the query on its own task and streams the encoded rows. An error before the first
-/// chunk is an ordinary problem+json answer; a later one cuts the response short.
-async fn stream_rows(pool: sqlx::PgPool, query: RowQuery, format: Format) -> Result<Response> {
-    let (sender, mut chunks) = mpsc::channel::<std::result::Result<Bytes, sqlx::Error>>(4);
+/// What a streamed query may cost.
+#[derive(Debug, Clone, Copy)]
+enum Cost {
+    /// A dump: it may run as long as the client keeps reading, up to the streaming timeout.
+    Dump(Limit),
+    /// An answer of bounded size that is expensive to compute (pairs, top models, similar):
+    /// the request statement timeout applies.
+    Bounded,
+}
+
+/// Runs the query on a connection of the streaming pool, on its own task, and streams the
+/// encoded rows. An error before the first chunk is an ordinary problem+json answer; a later one
+/// cuts the response short. The query's time is bounded by `statement_timeout`; when the client
+/// goes away or stops taking chunks for `stream_stall_secs`, the connection is closed, which
+/// ends the query on the server (`client_connection_check_interval`).
+async fn stream_rows(
+    ctx: &ApiContext,
+    query: RowQuery,
+    format: Format,
+    cost: Cost,
+) -> Result<Response> {
+    let mut conn = ctx.stream_pool.acquire().await.map_err(|e| match e {
+        sqlx::Error::PoolTimedOut => Error::Busy(format!(
+            "all {} streaming connections are busy; retry shortly",
+            ctx.config.stream_pool_size
+        )),
+        e => e.into(),
+    })?;
+    let timeout = match cost {
+        Cost::Dump(_) => ctx.config.stream_timeout_secs,
+        Cost::Bounded => ctx.config.statement_timeout_secs,
+    };
+    sqlx::query("select set_config('statement_timeout', $1, false)")
+        .bind((timeout * 1000).to_string())
+        .execute(&mut *conn)
+        .await?;
+    let stall = std::time::Duration::from_secs(ctx.config.stream_stall_secs);
+    let (sender, mut chunks) = mpsc::channel::<std::result::Result<Bytes, Error>>(4);
     tokio::spawn(async move {
         let RowQuery { mut sql, columns } = query;
         let mut encoder = Encoder::new(format, columns);
-        let mut rows = sql.build().fetch(&pool);
-        while let Some(row) = rows.next().await {
-            let sent = match row.and_then(|r| encoder.row(&r)) {
-                Ok(()) if encoder.buf.len() < CHUNK => continue,
-                Ok(()) => sender.send(Ok(encoder.take())).await,
-                Err(e) => {
-                    let _ = sender.send(Err(e)).await;
-                    return;
+        let finished = {
+            let mut rows = sql.build().fetch(&mut *conn);
+            loop {
+                let Some(row) = rows.next().await else {
+                    break true;
+                };
+                let chunk = match row.and_then(|r| encoder.row(&r)) {
+                    Ok(()) if encoder.buf.len() < CHUNK => continue,
+                    Ok(()) => Ok(encoder.take()),
+                    Err(e) => Err(Error::from(e)),
+                };
+                let failed = chunk.is_err();
+                // Err: the client went away or stopped reading.
+                if tokio::time::timeout(stall, sender.send(chunk))
+                    .await
+                    .map_or(true, |s| s.is_err())
+                    || failed
+                {
+                    break false;
                 }
-            };
-            if sent.is_err() {
-                return; // the client went away
             }
+        };
+        if finished {
+            encoder.finish();
+            let _ = sender.send(Ok(encoder.take())).await;
+        } else {
+            // Closing the connection stops the query; returned to the pool it would first be
+            // drained of every remaining row.
+            let _ = conn.detach().close_hard().await;
         }
-        encoder.finish();
-        let _ = sender.send(Ok(encoder.take())).await;
     });
     let first = match chunks.recv().await {
         Some(Ok(bytes)) => bytes,
-        Some(Err(e)) => return Err(e.into()),
+        Some(Err(e)) => return Err(e),
         None => {
             return Err(Error::Internal(anyhow::anyhow!(
                 "result stream ended early"
@@ -660,8 +778,8 @@ async fn stream_rows(pool: sqlx::PgPool, query: RowQuery, format: Format) -> Res
     let rest = stream::unfold(chunks, |mut chunks| async move {
         chunks.recv().await.map(|chunk| {
             let chunk = chunk.map_err(|e| {
-                tracing::error!(error = %e, "result stream failed");
-                std::io::Error::other(e)
+                tracing::warn!(error = %e, "result stream cut short");
+                std::io::Error::other(e.to_string())
             });
             (chunk, chunks)
         })
@@ -672,7 +790,13 @@ async fn stream_rows(pool: sqlx::PgPool, query: RowQuery, format: Format) -> Res
         Format::Jsonl => "application/x-ndjson",
         Format::Csv => "text/csv; charset=utf-8",
     };
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    if let Cost::Dump(Limit::Capped(cap)) = cost {
+        response
+            .headers_mut()
+            .insert("x-archdb-row-cap", HeaderValue::from(cap));
+    }
+    Ok(response)
 }
 
 /// Writes rows as a JSON array, JSON lines or CSV.

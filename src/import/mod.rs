@@ -25,6 +25,23 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
 
+/// Whether `source` names an alias namespace that the importers fill and lookups trust (NB201
+/// cell indices and arch strings, NB-Macro codes, LEMUR names, NASLib search spaces): uploads
+/// may not claim one.
+pub fn is_reserved_namespace(source: &str) -> bool {
+    let source = source.trim().to_ascii_lowercase();
+    [
+        nb201::INDEX_ALIAS,
+        nb201::ARCH_ALIAS,
+        nb_macro::BENCHMARK,
+        lemur::BENCHMARK,
+        naslib_zc::BENCHMARK,
+        nas_bench_graph::BENCHMARK,
+    ]
+    .contains(&source.as_str())
+        || source.starts_with("naslib:")
+}
+
 /// What `archdb import` loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ImportKind {

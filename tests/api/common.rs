@@ -58,9 +58,18 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
     let server = archdb::testing::spawn(config).await;
+    // A script, not a browser page: the API's cross-site guard lets writes with this header
+    // through whatever their body type (tests/api/auth.rs checks the guard itself).
+    let headers = [(
+        reqwest::header::HeaderName::from_static("x-requested-with"),
+        reqwest::header::HeaderValue::from_static("archdb-tests"),
+    )];
     TestApp {
         base: server.base_url,
-        client: reqwest::Client::new(),
+        client: reqwest::Client::builder()
+            .default_headers(headers.into_iter().collect())
+            .build()
+            .expect("HTTP client"),
         pool: server.pool,
     }
 }

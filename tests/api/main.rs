@@ -1,6 +1,7 @@
 //! Integration tests through HTTP on a real PostgreSQL with real ONNX files.
 
 mod architectures;
+mod auth;
 mod benchmarks;
 mod calibration;
 mod cli;
@@ -14,4 +15,5 @@ mod openapi;
 mod predictions;
 mod recipe;
 mod results;
+mod starvation;
 mod zoo;

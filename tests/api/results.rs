@@ -368,7 +368,7 @@ async fn bad_parameters_are_problem_json() {
         ("/v1/results/top-models?n=0", "n must be"),
         ("/v1/results/pairs?diff=nn", "same"),
         ("/v1/results/pairs?same=colour", "colour"),
-        ("/v1/results/pairs?same=task&max_rows=20000", "10000"),
+        ("/v1/results/pairs?same=task&max_rows=20000", "at most 1000"),
         (
             "/v1/results/pairs?same=task&prm_as_columns=true",
             "prm_as_columns",
