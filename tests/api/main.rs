@@ -13,4 +13,5 @@ mod models;
 mod openapi;
 mod predictions;
 mod results;
+mod search_spaces;
 mod zoo;
