@@ -139,7 +139,7 @@ fn cell(
     concat: Vec<usize>,
 ) -> Result<DartsCell, GenerateError> {
     let err = |m: String| Err(GenerateError::DartsGenotype(format!("{kind} cell: {m}")));
-    if edges.is_empty() || edges.len() % 2 != 0 {
+    if edges.is_empty() || !edges.len().is_multiple_of(2) {
         return err(format!("{} edges; two per node are needed", edges.len()));
     }
     let states = edges.len() / 2 + 2;
