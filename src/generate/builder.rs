@@ -228,14 +228,7 @@ impl ModelBuilder {
     pub fn batch_norm(&mut self, name: &str, x: &str, c: i64) -> String {
         let scale = self.weight(&format!("{name}.weight"), &[c]);
         let bias = self.weight(&format!("{name}.bias"), &[c]);
-        let mean = self.weight(&format!("{name}.running_mean"), &[c]);
-        let var = self.weight(&format!("{name}.running_var"), &[c]);
-        self.node(
-            "BatchNormalization",
-            name,
-            &[x, &scale, &bias, &mean, &var],
-            vec![attr_float("epsilon", 1e-5), attr_float("momentum", 0.9)],
-        )
+        self.batch_norm_with(name, x, c, &scale, &bias)
     }
 
     /// `BatchNormalization` of PyTorch `nn.BatchNorm2d(c, affine=False)`: scale 1 and bias 0 are
@@ -244,12 +237,17 @@ impl ModelBuilder {
         let len = usize::try_from(c).expect("positive channel count");
         let scale = self.constant_f32(&format!("{name}.scale"), &[c], &vec![1.0; len]);
         let bias = self.constant_f32(&format!("{name}.shift"), &[c], &vec![0.0; len]);
+        self.batch_norm_with(name, x, c, &scale, &bias)
+    }
+
+    /// `BatchNormalization` with the given scale and bias and running-statistics buffers.
+    fn batch_norm_with(&mut self, name: &str, x: &str, c: i64, scale: &str, bias: &str) -> String {
         let mean = self.weight(&format!("{name}.running_mean"), &[c]);
         let var = self.weight(&format!("{name}.running_var"), &[c]);
         self.node(
             "BatchNormalization",
             name,
-            &[x, &scale, &bias, &mean, &var],
+            &[x, scale, bias, &mean, &var],
             vec![attr_float("epsilon", 1e-5), attr_float("momentum", 0.9)],
         )
     }

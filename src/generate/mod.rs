@@ -149,6 +149,36 @@ impl Verification {
 
 #[cfg(test)]
 pub(crate) mod tests_support {
+    use prost::Message;
+
+    /// The computation graph of a generated model, through the encoder and the parser.
+    pub fn ingest(model: &crate::onnx::proto::ModelProto) -> crate::graph::CompGraph {
+        crate::ingest::ingest(
+            model.encode_to_vec().into(),
+            crate::graph::BuildOptions::default(),
+        )
+        .expect("generated model ingests")
+        .graph
+    }
+
+    /// Asserts a NASLib sample's `params` (millions) and `flops` (MFLOPs) exactly, and that
+    /// every op and shape of the graph is known.
+    pub fn assert_naslib_counts(
+        g: &crate::graph::CompGraph,
+        params_m: f64,
+        flops_m: f64,
+        what: &str,
+    ) {
+        assert_eq!(g.summary.params, (params_m * 1e6).round() as u64, "{what}");
+        assert_eq!(
+            super::naslib_counted_flops(g),
+            (flops_m * 1e6).round() as u64,
+            "{what}"
+        );
+        assert_eq!(g.summary.unknown_shapes, 0, "{what}");
+        assert!(g.summary.unknown_ops.is_empty(), "{what}");
+    }
+
     /// The text of a gzip file, through the system `gzip` (archdb has no gzip dependency).
     pub fn gunzip(path: &str) -> String {
         let out = std::process::Command::new("gzip")

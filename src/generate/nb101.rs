@@ -304,17 +304,10 @@ fn cell(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::naslib_counted_flops;
-    use prost::Message;
+    use crate::generate::tests_support::assert_naslib_counts;
 
     fn ingest(spec: &Nb101Spec) -> crate::graph::CompGraph {
-        let model = nb101_model(spec);
-        crate::ingest::ingest(
-            model.encode_to_vec().into(),
-            crate::graph::BuildOptions::default(),
-        )
-        .expect("generated model ingests")
-        .graph
+        crate::generate::tests_support::ingest(&nb101_model(spec))
     }
 
     /// The first three NB101 samples of NASLib's `zc_nasbench101.json` (the test fixture's):
@@ -342,14 +335,7 @@ mod tests {
     fn params_and_flops_match_naslib() {
         for &(json, params_m, flops_m) in SAMPLES {
             let g = ingest(&Nb101Spec::from_json(json).unwrap());
-            assert_eq!(g.summary.params, (params_m * 1e6).round() as u64, "{json}");
-            assert_eq!(
-                naslib_counted_flops(&g),
-                (flops_m * 1e6).round() as u64,
-                "{json}"
-            );
-            assert_eq!(g.summary.unknown_shapes, 0);
-            assert!(g.summary.unknown_ops.is_empty());
+            assert_naslib_counts(&g, params_m, flops_m, json);
         }
     }
 

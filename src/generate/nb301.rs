@@ -360,17 +360,10 @@ fn separable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::naslib_counted_flops;
-    use prost::Message;
+    use crate::generate::tests_support::assert_naslib_counts;
 
     fn ingest(genotype: &DartsGenotype, variant: Nb301Variant) -> crate::graph::CompGraph {
-        let model = nb301_model(genotype, variant);
-        crate::ingest::ingest(
-            model.encode_to_vec().into(),
-            crate::graph::BuildOptions::default(),
-        )
-        .expect("generated model ingests")
-        .graph
+        crate::generate::tests_support::ingest(&nb301_model(genotype, variant))
     }
 
     /// The first three NB301 samples of NASLib's `zc_nasbench301.json` (the test fixture's):
@@ -398,14 +391,7 @@ mod tests {
         for &(json, params_m, flops_m) in SAMPLES {
             let genotype = DartsGenotype::from_json(json).unwrap();
             let g = ingest(&genotype, Nb301Variant::Naslib);
-            assert_eq!(g.summary.params, (params_m * 1e6).round() as u64, "{json}");
-            assert_eq!(
-                naslib_counted_flops(&g),
-                (flops_m * 1e6).round() as u64,
-                "{json}"
-            );
-            assert_eq!(g.summary.unknown_shapes, 0);
-            assert!(g.summary.unknown_ops.is_empty());
+            assert_naslib_counts(&g, params_m, flops_m, json);
         }
     }
 

@@ -356,17 +356,11 @@ impl Cell<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::naslib_counted_flops;
-    use prost::Message;
+    use crate::generate::tests_support::assert_naslib_counts;
 
     fn ingest(arch: &str, task: TransNasTask) -> crate::graph::CompGraph {
         let model = transnas_model(&TransNasArch::parse(arch).unwrap(), task);
-        crate::ingest::ingest(
-            model.encode_to_vec().into(),
-            crate::graph::BuildOptions::default(),
-        )
-        .expect("generated model ingests")
-        .graph
+        crate::generate::tests_support::ingest(&model)
     }
 
     /// NASLib's `zc_transbench101_{micro,macro}.json` samples (the test fixture's): arch, task,
@@ -428,18 +422,7 @@ mod tests {
     fn params_and_flops_match_naslib() {
         for &(arch, task, params_m, flops_m) in SAMPLES {
             let g = ingest(arch, task);
-            assert_eq!(
-                g.summary.params,
-                (params_m * 1e6).round() as u64,
-                "{arch} {task:?}"
-            );
-            assert_eq!(
-                naslib_counted_flops(&g),
-                (flops_m * 1e6).round() as u64,
-                "{arch} {task:?}"
-            );
-            assert_eq!(g.summary.unknown_shapes, 0, "{arch}");
-            assert!(g.summary.unknown_ops.is_empty(), "{arch}");
+            assert_naslib_counts(&g, params_m, flops_m, &format!("{arch} {task:?}"));
         }
     }
 
