@@ -58,6 +58,8 @@ pub enum Command {
         /// NB201 classifier width: 10 (CIFAR-10), 100 (CIFAR-100) or 120 (ImageNet16-120, 16×16 input).
         #[arg(long, default_value_t = 10)]
         classes: u32,
+        #[command(flatten)]
+        cell: crate::generate::cli::CellArgs,
     },
     /// Run accuracy-predictor training and fine-tuning jobs from the queue (POST /v1/predictors),
     /// on the GPU when archdb is built with the `cuda` feature and one is present, or through
@@ -414,7 +416,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             space,
             out,
             classes,
-        } => generate(space, &out, classes),
+            cell,
+        } => generate(space, &out, classes, &cell),
         Command::TrainRecipe {
             lemur,
             seeds,
@@ -499,9 +502,23 @@ pub enum SearchSpace {
     Nb201,
     /// NAS-Bench-Macro: 6,561 files `nb-macro-<code>.onnx`.
     NbMacro,
+    /// One NAS-Bench-101 cell (`--spec`): `nb101.onnx`.
+    Nb101,
+    /// One NAS-Bench-301 / DARTS genotype (`--genotype`, `--variant`): `nb301-<variant>.onnx`.
+    Nb301,
+    /// One TransNAS-Bench-101 architecture (`--arch`, `--task`): `tnb101-<arch>-<task>.onnx`.
+    Tnb101,
+    /// Every NB101, NB301 and TransNAS sample of a NASLib samples file (`--samples`):
+    /// `<space>-<task>-<line>.onnx`.
+    NaslibZc,
 }
 
-fn generate(space: SearchSpace, out: &std::path::Path, classes: u32) -> Result<()> {
+fn generate(
+    space: SearchSpace,
+    out: &std::path::Path,
+    classes: u32,
+    cell: &crate::generate::cli::CellArgs,
+) -> Result<()> {
     use crate::generate::{
         nb_macro_arch_strings, nb_macro_model, nb201_arch_strings, nb201_model, write_model,
     };
@@ -526,6 +543,10 @@ fn generate(space: SearchSpace, out: &std::path::Path, classes: u32) -> Result<(
                 written += 1;
             }
         }
+        SearchSpace::Nb101 => written = cell.nb101(out)?,
+        SearchSpace::Nb301 => written = cell.nb301(out)?,
+        SearchSpace::Tnb101 => written = cell.tnb101(out)?,
+        SearchSpace::NaslibZc => written = cell.naslib_samples(out)?,
     }
     println!("{}", serde_json::json!({"written": written, "out": out}));
     Ok(())

@@ -28,7 +28,7 @@ pub struct ModelBuilder {
     names: HashSet<String>,
 }
 
-/// `Conv` hyper-parameters (square kernels, symmetric padding, dilation 1).
+/// `Conv` hyper-parameters (square kernels, symmetric padding).
 #[derive(Debug, Clone, Copy)]
 pub struct ConvSpec {
     /// Input channels.
@@ -43,6 +43,8 @@ pub struct ConvSpec {
     pub pad: i64,
     /// Convolution groups (`c_in` for depthwise).
     pub groups: i64,
+    /// Dilation in both spatial dims.
+    pub dilation: i64,
     /// Whether the conv has a bias input (`{name}.bias`).
     pub bias: bool,
 }
@@ -57,9 +59,27 @@ impl ConvSpec {
             stride,
             pad: kernel / 2,
             groups: 1,
+            dilation: 1,
             bias: false,
         }
     }
+}
+
+/// What [`ModelBuilder::slice`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum SliceRange {
+    /// Rows and columns `start, start + step, …` (axes 2 and 3).
+    Spatial {
+        /// First row and column kept.
+        start: i64,
+        /// Stride between kept rows and columns.
+        step: i64,
+    },
+    /// Channels `0..end` (axis 1).
+    Channels {
+        /// One past the last channel kept.
+        end: i64,
+    },
 }
 
 impl ModelBuilder {
@@ -141,6 +161,18 @@ impl ModelBuilder {
         self.node("Constant", name, &[], vec![attr])
     }
 
+    /// A `Constant` node holding an int64 vector (`value_ints`): the starts, axes and pads
+    /// inputs of `Slice` and `Pad`, which PyTorch exports as constants too.
+    pub fn constant_ints(&mut self, name: &str, values: &[i64]) -> String {
+        let attr = AttributeProto {
+            name: Some("value_ints".into()),
+            r#type: Some(AttributeType::Ints as i32),
+            ints: values.to_vec(),
+            ..Default::default()
+        };
+        self.node("Constant", name, &[], vec![attr])
+    }
+
     /// Appends a node with one output, named like the node; returns the output tensor name.
     /// Nodes must be added in topological order (inputs defined first).
     pub fn node(
@@ -179,7 +211,7 @@ impl ModelBuilder {
             inputs.push(self.weight(&format!("{name}.bias"), &[s.c_out]));
         }
         let mut attrs = vec![
-            attr_ints("dilations", &[1, 1]),
+            attr_ints("dilations", &[s.dilation, s.dilation]),
             attr_ints("kernel_shape", &[s.kernel, s.kernel]),
             attr_ints("pads", &[s.pad, s.pad, s.pad, s.pad]),
             attr_ints("strides", &[s.stride, s.stride]),
@@ -196,12 +228,26 @@ impl ModelBuilder {
     pub fn batch_norm(&mut self, name: &str, x: &str, c: i64) -> String {
         let scale = self.weight(&format!("{name}.weight"), &[c]);
         let bias = self.weight(&format!("{name}.bias"), &[c]);
+        self.batch_norm_with(name, x, c, &scale, &bias)
+    }
+
+    /// `BatchNormalization` of PyTorch `nn.BatchNorm2d(c, affine=False)`: scale 1 and bias 0 are
+    /// `Constant` nodes, not parameters; the running statistics are buffers as usual.
+    pub fn batch_norm_fixed(&mut self, name: &str, x: &str, c: i64) -> String {
+        let len = usize::try_from(c).expect("positive channel count");
+        let scale = self.constant_f32(&format!("{name}.scale"), &[c], &vec![1.0; len]);
+        let bias = self.constant_f32(&format!("{name}.shift"), &[c], &vec![0.0; len]);
+        self.batch_norm_with(name, x, c, &scale, &bias)
+    }
+
+    /// `BatchNormalization` with the given scale and bias and running-statistics buffers.
+    fn batch_norm_with(&mut self, name: &str, x: &str, c: i64, scale: &str, bias: &str) -> String {
         let mean = self.weight(&format!("{name}.running_mean"), &[c]);
         let var = self.weight(&format!("{name}.running_var"), &[c]);
         self.node(
             "BatchNormalization",
             name,
-            &[x, &scale, &bias, &mean, &var],
+            &[x, scale, bias, &mean, &var],
             vec![attr_float("epsilon", 1e-5), attr_float("momentum", 0.9)],
         )
     }
@@ -254,6 +300,69 @@ impl ModelBuilder {
                 attr_ints("strides", &[stride, stride]),
             ],
         )
+    }
+
+    /// `MaxPool` with a square window (PyTorch `nn.MaxPool2d(k, stride, pad)`).
+    pub fn max_pool(&mut self, name: &str, x: &str, kernel: i64, stride: i64, pad: i64) -> String {
+        self.node(
+            "MaxPool",
+            name,
+            &[x],
+            vec![
+                attr_int("ceil_mode", 0),
+                attr_ints("kernel_shape", &[kernel, kernel]),
+                attr_ints("pads", &[pad, pad, pad, pad]),
+                attr_ints("strides", &[stride, stride]),
+            ],
+        )
+    }
+
+    /// `Concat` along channels (PyTorch `torch.cat(tensors, 1)`).
+    pub fn concat(&mut self, name: &str, tensors: &[String]) -> String {
+        let inputs: Vec<&str> = tensors.iter().map(String::as_str).collect();
+        self.node("Concat", name, &inputs, vec![attr_int("axis", 1)])
+    }
+
+    /// `Slice` with constant starts, ends, axes and steps, as PyTorch exports indexing such as
+    /// `x[:, :, 1:, 1:]` or `x[:, :c]` (see [`SliceRange`]).
+    pub fn slice(&mut self, name: &str, x: &str, range: SliceRange) -> String {
+        let (starts, ends, axes, steps) = match range {
+            SliceRange::Spatial { start, step } => (
+                vec![start, start],
+                vec![i64::MAX, i64::MAX],
+                vec![2, 3],
+                vec![step, step],
+            ),
+            SliceRange::Channels { end } => (vec![0], vec![end], vec![1], vec![1]),
+        };
+        let s = self.constant_ints(&format!("{name}.starts"), &starts);
+        let e = self.constant_ints(&format!("{name}.ends"), &ends);
+        let a = self.constant_ints(&format!("{name}.axes"), &axes);
+        let st = self.constant_ints(&format!("{name}.steps"), &steps);
+        self.node("Slice", name, &[x, &s, &e, &a, &st], vec![])
+    }
+
+    /// `Pad` with zeros after the last row and column (PyTorch `nn.ConstantPad2d((0, 1, 0, 1), 0)`).
+    pub fn pad_bottom_right(&mut self, name: &str, x: &str) -> String {
+        let pads = self.constant_ints(&format!("{name}.pads"), &[0, 0, 0, 0, 0, 0, 1, 1]);
+        self.node("Pad", name, &[x, &pads], vec![])
+    }
+
+    /// `ReduceMean` over the spatial axes without keeping them (PyTorch `torch.mean(x, (2, 3))`).
+    pub fn spatial_mean(&mut self, name: &str, x: &str) -> String {
+        self.node(
+            "ReduceMean",
+            name,
+            &[x],
+            vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 0)],
+        )
+    }
+
+    /// `Mul(x, 0)` with the `0.` a `Constant` node (PyTorch `x.mul(0.)`, the `Zero` op of cell
+    /// search spaces): a zero tensor that stays connected to the data it replaces.
+    pub fn zero_of(&mut self, name: &str, x: &str) -> String {
+        let zero = self.constant_f32(&format!("{name}.zero"), &[], &[0.0]);
+        self.node("Mul", name, &[x, &zero], vec![])
     }
 
     /// `GlobalAveragePool` (PyTorch `nn.AdaptiveAvgPool2d(1)`).

@@ -297,7 +297,7 @@ fn infer_cell(b: &mut ModelBuilder, name: &str, x: &str, c: i64, ops: &[Nb201Op;
                     .iter()
                     .position(|&e| e == (source, 0))
                     .expect("every node has an edge from node 0");
-                nodes[source] = Some(zero_of(b, &format!("{name}.layers.{layer}"), x));
+                nodes[source] = Some(b.zero_of(&format!("{name}.layers.{layer}"), x));
             }
             let input = nodes[source].clone().expect("materialised above");
             let layer = format!("{name}.layers.{l}");
@@ -315,14 +315,8 @@ fn infer_cell(b: &mut ModelBuilder, name: &str, x: &str, c: i64, ops: &[Nb201Op;
     match nodes.pop().flatten() {
         Some(out) => out,
         // The cell output itself is all-`none`: the cell computes zero.
-        None => zero_of(b, &format!("{name}.layers.3"), x),
+        None => b.zero_of(&format!("{name}.layers.3"), x),
     }
-}
-
-/// `Zero`: `Mul(x, 0)` with the `0.` a `Constant` node (not a parameter).
-fn zero_of(b: &mut ModelBuilder, name: &str, x: &str) -> String {
-    let zero = b.constant_f32(&format!("{name}.zero"), &[], &[0.0]);
-    b.node("Mul", name, &[x, &zero], vec![])
 }
 
 /// CPython's `random.Random` as far as NB201 needs it: MT19937 seeded from an integer with

@@ -5,11 +5,15 @@
 //! in MFLOPs, `params` in millions) and one for its validation figure; `nn` is NASLib's encoding
 //! string verbatim.
 //!
-//! Only NB201 has stored graphs (`import nb201`): an NB201 sample's encoding is decoded to its
-//! cell string, and where that has an `nb201-arch` alias its rows point to the architecture and
-//! the encoding becomes an alias in `naslib:nasbench201`. Samples of the other spaces stay
-//! unlinked (their graphs are not generated). The import links rows of earlier imports too, so
-//! `nb201` and `naslib-zc` can be imported in either order.
+//! NB101, NB301 and TransNAS-Bench-101 samples (the tasks with a linear head: class_scene,
+//! class_object, room_layout) are generated as networks ([`crate::generate::naslib`]) and stored
+//! as architectures with their encoding as an alias in `naslib:{space}` (TransNAS:
+//! `naslib:{space}:{task}`, the head differs per task). NB201 cells are `import nb201`'s: an
+//! NB201 sample's encoding is decoded to its cell string, and where that has an `nb201-arch`
+//! alias the encoding becomes an alias in `naslib:nasbench201`. Every row then points to its
+//! sample's architecture through these aliases; the TransNAS tasks without a linear head stay
+//! unlinked. The import links rows of earlier imports too, so `nb201` and `naslib-zc` can be
+//! imported in either order.
 //!
 //! Encodings of different spaces can coincide (97 strings of the shared file are 6-tuples used
 //! by two or three of NB201 and the TransNAS spaces), so each row records its space in
@@ -25,11 +29,16 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Import, ImportKind, Progress, Summary, Unit, copy_merge, open_gz};
-use crate::db::architectures;
+use super::{
+    Import, ImportKind, Progress, Summary, Unit, build_in_background, copy_merge, open_gz, par_map,
+};
+use crate::db::architectures::{self, NewArchitecture};
 use crate::generate::Nb201Op;
+use crate::generate::naslib::sample_model;
 use crate::generate::nb201::nb201_arch_string;
+use crate::graph::BuildOptions;
 use crate::import::nb201;
+use crate::ingest::{Ingested, ingest_model};
 
 /// `results.benchmark` of NAS-Bench-Suite-Zero rows.
 pub const BENCHMARK: &str = "naslib-zc";
@@ -62,6 +71,10 @@ struct Sample {
     val_accuracy: Value,
     /// NB201 / TransNAS architecture string decoded by the file's author.
     arch_str: Option<String>,
+    /// NB101 `{matrix, ops}` decoded by the file's author.
+    nb101_spec: Option<Value>,
+    /// NB301 DARTS genotype decoded by the file's author.
+    darts_genotype: Option<Value>,
     zero_cost: BTreeMap<String, Value>,
 }
 
@@ -87,6 +100,54 @@ impl Sample {
             other => bail!("unknown search space {other}"),
         }
     }
+}
+
+impl Sample {
+    /// The alias namespace of the sample's architecture (see the module docs).
+    fn namespace(&self) -> String {
+        if self.search_space.starts_with("transbench101") {
+            format!("naslib:{}:{}", self.search_space, self.task)
+        } else {
+            format!("naslib:{}", self.search_space)
+        }
+    }
+
+    /// The generated network's family.
+    fn family(&self) -> &'static str {
+        match self.search_space.as_str() {
+            "nasbench101" => "nb101",
+            "nasbench301" => "nb301",
+            "transbench101_micro" => "tnb101-micro",
+            _ => "tnb101-macro",
+        }
+    }
+
+    /// The sample's network, or `None` where archdb does not generate it here.
+    fn model(&self) -> Result<Option<crate::onnx::proto::ModelProto>> {
+        let value = json!({
+            "nb101_spec": self.nb101_spec,
+            "darts_genotype": self.darts_genotype,
+            "arch_str": self.arch_str,
+        });
+        sample_model(&self.search_space, &self.task, &value).with_context(|| {
+            format!(
+                "{} {} sample {}",
+                self.search_space, self.task, self.naslib_encoding
+            )
+        })
+    }
+}
+
+/// Graphs built and stored per batch.
+const BATCH: usize = 256;
+
+/// Generates and ingests sample networks on every core: `(sample index, graph)`.
+fn build_networks(
+    batch: &[(usize, crate::onnx::proto::ModelProto)],
+) -> Result<Vec<(usize, Ingested)>> {
+    par_map(batch, |(i, model)| {
+        Ok((*i, ingest_model(model.clone(), BuildOptions::default())?))
+    })
 }
 
 /// A score as a number; `-Infinity` and friends were quoted by [`quote_non_finite`].
@@ -205,6 +266,34 @@ pub async fn import(
             .await?;
         }
     }
+    // NB101, NB301 and TransNAS networks, stored with their encoding as an alias.
+    let models: Vec<(usize, crate::onnx::proto::ModelProto)> = samples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (s, _))| s.model().transpose().map(|m| m.map(|m| (i, m))))
+        .collect::<Result<_>>()?;
+    progress.phase("naslib-zc graphs", models.len() as u64, Unit::Items);
+    let generated = models.len();
+    let mut created = 0u64;
+    let mut batches = build_in_background(models, BATCH, build_networks);
+    while let Some(built) = batches.recv().await {
+        let built = built?;
+        let metas: Vec<NewArchitecture> = built
+            .iter()
+            .map(|(i, _)| {
+                let sample = &samples[*i].0;
+                NewArchitecture {
+                    name: Some(sample.naslib_encoding.clone()),
+                    family: Some(sample.family().into()),
+                    source: Some(sample.namespace()),
+                }
+            })
+            .collect();
+        let items: Vec<_> = built.iter().map(|(_, g)| g).zip(&metas).collect();
+        let stored = architectures::insert_batch_in(&mut import.tx, &items).await?;
+        created += stored.iter().filter(|(_, new)| *new).count() as u64;
+        progress.advance(built.len() as u64);
+    }
     let sample_count = samples.len();
 
     let p = progress.clone();
@@ -254,16 +343,18 @@ pub async fn import(
     )
     .await?;
 
-    // One path links this import's rows and those of an import that ran before `import nb201`.
+    // One path links this import's rows and those of an import that ran before `import nb201`:
+    // each row's alias namespace is its sample's (`Sample::namespace`).
     let linked = sqlx::query(
         "update results r set architecture_id = a.architecture_id
          from architecture_aliases a
-         where r.benchmark = $1 and r.architecture_id is null and r.hyperparameters->>'search_space' = $2
-           and a.namespace = $3 and a.value = r.nn",
+         where r.benchmark = $1 and r.architecture_id is null
+           and a.namespace = 'naslib:' || (r.hyperparameters->>'search_space')
+               || case when r.hyperparameters->>'search_space' like 'transbench101%'
+                       then ':' || r.task::text else '' end
+           and a.value = r.nn",
     )
     .bind(BENCHMARK)
-    .bind(NB201_SPACE)
-    .bind(&alias_namespace)
     .execute(&mut *import.tx)
     .await?
     .rows_affected();
@@ -271,10 +362,17 @@ pub async fn import(
     let details = json!({
         "samples": sample_count,
         "results": {"read": read, "added": added},
+        "architectures": {"generated": generated, "added": created},
         "nb201_cells_found": stored.len(),
         "rows_linked": linked,
     });
     import
-        .finish(pool, read, added, details, &["results"])
+        .finish(
+            pool,
+            read + generated as u64,
+            added + created,
+            details,
+            &["results", "architectures"],
+        )
         .await
 }

@@ -15,5 +15,6 @@ mod openapi;
 mod predictions;
 mod recipe;
 mod results;
+mod search_spaces;
 mod starvation;
 mod zoo;
