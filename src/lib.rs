@@ -9,6 +9,7 @@
 pub mod calibration;
 pub mod cli;
 pub mod db;
+pub mod export;
 pub mod generate;
 pub mod graph;
 pub mod http;
@@ -18,4 +19,5 @@ pub mod onnx;
 pub mod predict;
 pub mod stats;
 pub mod testing;
+pub mod text;
 pub mod worker;

@@ -13,6 +13,7 @@ pub mod predictors;
 pub mod results;
 pub mod stats;
 pub mod svg;
+pub mod text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -138,6 +139,7 @@ fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .merge(results::router())
         .merge(predictions::router())
         .merge(predictors::router())
+        .merge(text::router())
         .split_for_parts()
 }
 
