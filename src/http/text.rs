@@ -25,7 +25,7 @@ struct TextQuery {
     /// `chain_slim` (default: ONNX-Net's encoding of the ONNX graph), its ablation variants
     /// `chain_slim_base` (op types), `chain_slim_input` (+ inputs), `chain_slim_param`
     /// (+ attributes), `chain_slim_outshape` (+ output shapes), or `cg` (the computation graph,
-    /// one line per node with shapes, params and MACs; the shortest).
+    /// one line per node with shapes, params and MACs; fewer characters).
     #[param(inline)]
     variant: Option<Variant>,
     /// Also print scalar attributes (`group=32`), which ONNX-Net drops (default false).

@@ -33,7 +33,8 @@ pub enum Variant {
     ChainSlimParam,
     /// Op types with the output shapes of chains and multi-input nodes.
     ChainSlimOutshape,
-    /// The computation graph: one line per node with its features, shorter than `chain_slim`.
+    /// The computation graph: one line per node with its features (params, MACs); fewer
+    /// characters than `chain_slim`.
     Cg,
 }
 
@@ -116,7 +117,7 @@ pub fn render(model: &ModelProto, options: TextOptions) -> Result<String, OnnxEr
 
 /// Size of a text for a language model's budget: characters and whitespace-separated tokens
 /// (a sub-word tokenizer counts more tokens than whitespace does).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TextSize {
     pub chars: usize,
     pub whitespace_tokens: usize,
