@@ -18,6 +18,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// `archdb import onnx-bench DIR`.
+async fn import(app: &TestApp, dir: &Path) -> anyhow::Result<archdb::import::Summary> {
+    run(&app.pool, ImportKind::OnnxBench, dir, Arc::new(NoProgress)).await
+}
+
 fn nb201_options(out: &Path, limit: i64) -> ExportOptions {
     ExportOptions {
         benchmark: "nb201".into(),
@@ -81,14 +86,7 @@ async fn an_nb201_export_reimports_with_the_same_graphs_and_figures() {
 
     // Into a fresh database: the same 12 graphs (hashes) with the same figures.
     let target = spawn_app().await;
-    let imported = run(
-        &target.pool,
-        ImportKind::OnnxBench,
-        &out,
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap();
+    let imported = import(&target, &out).await.unwrap();
     assert_eq!(imported.details["architectures_added"], 12, "{imported:?}");
     assert_eq!(imported.details["results"]["added"], 12);
     let want: Vec<_> = {
@@ -112,14 +110,7 @@ async fn an_nb201_export_reimports_with_the_same_graphs_and_figures() {
     assert_eq!(aliases, ["nb201/cifar10/nb201-0", "nb201/cifar10/nb201-1"]);
 
     // Idempotent: a re-import adds nothing; a re-export writes the same bytes.
-    let again = run(
-        &target.pool,
-        ImportKind::OnnxBench,
-        &out,
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap();
+    let again = import(&target, &out).await.unwrap();
     assert_eq!(
         (
             again.rows_added,
@@ -148,14 +139,7 @@ async fn a_bad_file_fails_the_import_and_leaves_nothing() {
     std::fs::write(&broken, b"not an onnx model").unwrap();
 
     let target = spawn_app().await;
-    let err = run(
-        &target.pool,
-        ImportKind::OnnxBench,
-        &out,
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap_err();
+    let err = import(&target, &out).await.unwrap_err();
     assert!(format!("{err:#}").contains("zz-broken.onnx"), "{err:#}");
     for table in ["architectures", "results", "imports"] {
         let n: i64 =
@@ -176,14 +160,7 @@ async fn a_bad_file_fails_the_import_and_leaves_nothing() {
     let mut bare = model.clone();
     bare.metadata_props.clear();
     std::fs::write(&broken, prost::Message::encode_to_vec(&bare)).unwrap();
-    let err = run(
-        &target.pool,
-        ImportKind::OnnxBench,
-        &out,
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap_err();
+    let err = import(&target, &out).await.unwrap_err();
     assert!(format!("{err:#}").contains("no accuracy"), "{err:#}");
 
     // An export never replaces a folder that is not an export.

@@ -2,11 +2,11 @@
 //! exports (torchvision, timm, LEMUR), `GET /v1/architectures/{id}/text` and `inspect --text`.
 
 use std::io::Read;
-use std::process::Command;
 
 use archdb::onnx::{decode_model, proto::ModelProto};
 use archdb::text::{TextOptions, Variant, render, render_text};
 
+use crate::cli::archdb;
 use crate::common::{fixture, fixture_path, spawn_app};
 
 const CHAIN_VARIANTS: [Variant; 5] = [
@@ -240,18 +240,6 @@ async fn the_text_endpoint_renders_the_stored_onnx() {
             .unwrap()
             .contains("no architecture")
     );
-}
-
-fn archdb(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_archdb"))
-        .args(args)
-        .output()
-        .expect("run archdb");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
