@@ -42,7 +42,8 @@ class Server:
         base = os.environ.get("DATABASE_URL")
         if base:
             parts = urlsplit(base)
-            name = f"archdb_pyclient_{uuid.uuid4().hex[:12]}"
+            # Named like archdb's test databases, which its test harness drops after 3 hours.
+            name = f"archdb_test_{os.getpid()}_{time.time_ns()}_{uuid.uuid4().hex[:6]}"
             self.env["DATABASE_URL"] = urlunsplit(parts._replace(path="/" + name))
         else:
             self.env["ARCHDB_DATA_DIR"] = str(tmp / "archdb-data")
