@@ -10,6 +10,7 @@
 pub mod calibration;
 pub mod cli;
 pub mod db;
+pub mod export;
 pub mod generate;
 pub mod graph;
 pub mod http;
@@ -19,5 +20,6 @@ pub mod onnx;
 pub mod predict;
 pub mod stats;
 pub mod testing;
+pub mod text;
 pub mod training;
 pub mod worker;

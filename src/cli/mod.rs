@@ -153,6 +153,43 @@ pub enum Command {
         /// Most ONNX nodes accepted.
         #[arg(long, env = "ARCHDB_MAX_NODES", default_value_t = 200_000)]
         max_nodes: usize,
+        /// Print the graph as text for language models instead (docs/agents.md).
+        #[arg(long)]
+        text: bool,
+        /// The text encoding: chain_slim (ONNX-Net's), chain_slim_base, chain_slim_input,
+        /// chain_slim_param, chain_slim_outshape, or cg (the computation graph).
+        #[arg(long, default_value = "chain_slim", requires = "text")]
+        variant: crate::text::Variant,
+        /// Also print scalar attributes (`group=32`), which ONNX-Net drops.
+        #[arg(long, requires = "text")]
+        scalars: bool,
+    },
+    /// Write stored architectures with their measured accuracy in another format: onnx-bench
+    /// (one ONNX file per network, accuracy in metadata_props; docs/agents.md). Prints JSON.
+    Export {
+        format: crate::export::ExportFormat,
+        /// The benchmark whose results are exported (e.g. nb201).
+        #[arg(long)]
+        benchmark: String,
+        /// e.g. cifar10
+        #[arg(long)]
+        dataset: String,
+        #[arg(long, default_value = "acc")]
+        metric: String,
+        /// The figure's epoch (default: the largest).
+        #[arg(long)]
+        epoch: Option<i32>,
+        /// The figure's split (default: test, else xtest, ori-test, valid).
+        #[arg(long)]
+        split: Option<String>,
+        /// At most this many architectures.
+        #[arg(long)]
+        limit: Option<i64>,
+        /// The folder to write (replaced atomically when it holds a previous export).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        db: DbConfig,
     },
     /// Evaluate the recipe-conditioned predictor by grouped cross-validation over LEMUR
     /// families (with the baselines in the same folds), then train it on every row and write
@@ -408,6 +445,34 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Export {
+            format: crate::export::ExportFormat::OnnxBench,
+            benchmark,
+            dataset,
+            metric,
+            epoch,
+            split,
+            limit,
+            out,
+            db,
+        } => {
+            let options = crate::export::onnx_bench::ExportOptions {
+                benchmark,
+                dataset,
+                metric,
+                epoch,
+                split,
+                limit,
+                out,
+            };
+            let database = Database::connect(&db).await?;
+            let summary = with_database(database, async |pool| {
+                crate::export::onnx_bench::export(pool, &options).await
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
         Command::Openapi => {
             println!("{}", http::openapi().to_pretty_json()?);
             Ok(())
@@ -433,9 +498,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             file,
             graph,
             max_nodes,
+            text,
+            variant,
+            scalars,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            if text {
+                let model = crate::onnx::decode_model(bytes.into())?;
+                let text =
+                    crate::text::render(&model, crate::text::TextOptions { variant, scalars })?;
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
+                return Ok(());
+            }
             let model = crate::ingest::ingest(bytes.into(), BuildOptions { max_nodes })?;
             #[derive(Serialize)]
             struct Inspection<'a> {

@@ -48,6 +48,26 @@ pub fn build(model: &mut ModelProto, options: BuildOptions) -> Result<CompGraph,
     Ok(walk.finish(graph, model))
 }
 
+/// The inferred shape of every tensor (graph inputs, initializers, node outputs) by the walk
+/// that [`build`] does, for renderers of the ONNX graph itself (`crate::text`). Functions are
+/// not inlined: their call nodes' outputs have the shapes the file declares, if any.
+pub fn tensor_shapes(model: &ModelProto) -> Result<HashMap<String, Vec<i64>>, OnnxError> {
+    let opset = onnx::default_opset(model).unwrap_or(21);
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or(OnnxError::NotOnnx("the model has no graph"))?;
+    let mut walk = Walk::new(graph, opset);
+    for i in topological_order(graph)? {
+        walk.visit(&graph.node[i]);
+    }
+    Ok(walk
+        .tensors
+        .into_iter()
+        .filter_map(|(name, t)| Some((name.to_string(), t.shape?)))
+        .collect())
+}
+
 /// Shape of a declared graph input/output/value_info; symbolic or missing dims become 1
 /// (archdb describes a forward pass at batch 1).
 fn declared_shape(t: Option<&TypeProto>) -> Option<Vec<i64>> {

@@ -13,7 +13,7 @@ use petgraph::graph::DiGraph;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use builder::{BuildOptions, build};
+pub use builder::{BuildOptions, build, tensor_shapes};
 
 /// One node of a computation graph with its GENNAPE-style features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

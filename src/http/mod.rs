@@ -16,6 +16,7 @@ pub mod server;
 mod spec;
 pub mod stats;
 pub mod svg;
+pub mod text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -248,6 +249,7 @@ fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .merge(results::router())
         .merge(predictions::router())
         .merge(predictors::router())
+        .merge(text::router())
         .split_for_parts();
     spec::complete(&mut spec);
     (routes, spec)

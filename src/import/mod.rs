@@ -12,6 +12,7 @@ pub mod nas_bench_graph;
 pub mod naslib_zc;
 pub mod nb201;
 pub mod nb_macro;
+pub mod onnx_bench;
 pub mod seed;
 
 use std::io::{IsTerminal, Read};
@@ -60,6 +61,9 @@ pub enum ImportKind {
     NasBenchGraph,
     /// "A Benchmark Study on Calibration" CSV (a file, not a folder): figures per NB201 cell.
     CalibrationCsv,
+    /// ONNX-Bench files (one ONNX model per network, accuracy in `metadata_props`): graphs and
+    /// accuracies; search space and dataset from the folder names (`nasbench201_simplify/`).
+    OnnxBench,
 }
 
 impl ImportKind {
@@ -105,6 +109,7 @@ pub async fn run(
         ImportKind::NaslibZc => naslib_zc::import(pool, dir, progress).await,
         ImportKind::NasBenchGraph => nas_bench_graph::import(pool, dir, progress).await,
         ImportKind::CalibrationCsv => calibration_csv::import(pool, dir, progress).await,
+        ImportKind::OnnxBench => onnx_bench::import(pool, dir, progress).await,
     }
 }
 

@@ -4,7 +4,8 @@ use std::process::Command;
 
 use crate::common::fixture_path;
 
-fn archdb(args: &[&str]) -> (bool, String, String) {
+/// Runs the `archdb` binary: (success, stdout, stderr).
+pub fn archdb(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_archdb"))
         .args(args)
         .output()
