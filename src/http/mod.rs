@@ -29,7 +29,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::predict::registry::Registry;
@@ -44,8 +44,8 @@ pub struct ServeConfig {
     /// When set, every write (POST/PUT/PATCH/DELETE) needs `Authorization: Bearer <token>`.
     #[arg(long, env = "ARCHDB_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Largest request body in bytes (ONNX uploads).
-    #[arg(long, env = "ARCHDB_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
+    /// Largest request body in bytes (ONNX uploads); some endpoints allow less (`body_limit`).
+    #[arg(long, env = "ARCHDB_MAX_UPLOAD_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_upload_bytes: usize,
     /// Most ONNX nodes accepted per model (after inlining local functions).
     #[arg(long, env = "ARCHDB_MAX_NODES", default_value_t = 200_000)]
@@ -63,7 +63,7 @@ impl Default for ServeConfig {
         Self {
             addr: "127.0.0.1:8080".parse().expect("valid address"),
             api_token: None,
-            max_upload_bytes: 512 * 1024 * 1024,
+            max_upload_bytes: 64 * 1024 * 1024,
             max_nodes: 200_000,
             request_timeout_secs: 120,
             concurrency_limit: 256,
@@ -155,6 +155,7 @@ pub fn app(ctx: ApiContext) -> Router {
         .fallback(|| async { Error::NotFound("no such route; see /docs for the API".into()) })
         .layer(middleware::from_fn_with_state(ctx.clone(), require_token))
         .layer(DefaultBodyLimit::max(config.max_upload_bytes))
+        .layer(axum::Extension(MaxBody(config.max_upload_bytes)))
         .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(config.request_timeout_secs)))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -164,6 +165,28 @@ pub fn app(ctx: ApiContext) -> Router {
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(ctx)
+}
+
+/// The server-wide body limit (`--max-upload-bytes`), in every request's extensions so that
+/// [`body_limit`] can only lower it.
+#[derive(Debug, Clone, Copy)]
+struct MaxBody(usize);
+
+/// Caps the request body of one route's handlers at `max` bytes (or the server-wide limit when
+/// that is lower): a 413 problem before a larger body is buffered. Wraps a `routes!(…)`.
+pub fn body_limit<S>(max: usize, route: UtoipaMethodRouter<S>) -> UtoipaMethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let (schemas, paths, router) = route;
+    let router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        let server = req.extensions().get::<MaxBody>().map_or(max, |m| m.0);
+        tower::ServiceExt::oneshot(
+            tower::Layer::layer(&DefaultBodyLimit::max(max.min(server)), next),
+            req,
+        )
+    }));
+    (schemas, paths, router)
 }
 
 /// Whether the request's `Content-Type` is `mime` (parameters such as `; charset` allowed).

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod embedded;
 mod graph;
+mod hostile_input;
 mod importers;
 mod invalid_input;
 mod models;

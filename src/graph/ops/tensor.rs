@@ -110,7 +110,10 @@ fn infer_flatten(ctx: &NodeCtx) -> Vec<TensorInfo> {
         if axis > x.len() {
             return None;
         }
-        Some(vec![checked_product(&x[..axis])?, checked_product(&x[axis..])?])
+        Some(vec![
+            checked_product(&x[..axis])?,
+            checked_product(&x[axis..])?,
+        ])
     });
     reshaped(ctx, shape)
 }
@@ -253,7 +256,11 @@ fn gather_values_with(
     for _ in 0..n {
         let mut idx = 0usize;
         for (axis, &stride) in in_strides.iter().enumerate() {
-            idx = idx.saturating_add(usize::try_from(map(&coord, axis)).ok()?.saturating_mul(stride));
+            idx = idx.saturating_add(
+                usize::try_from(map(&coord, axis))
+                    .ok()?
+                    .saturating_mul(stride),
+            );
         }
         out.push(*values.get(idx)?);
         for axis in (0..coord.len()).rev() {
@@ -495,7 +502,9 @@ fn infer_slice(ctx: &NodeCtx) -> Vec<TensorInfo> {
         // Values of any rank: output coordinate c on an axis reads input coordinate start + c·step.
         let value = ctx.value(0).and_then(|v| {
             gather_values(v, x, &shape, |axis, c| {
-                ranges[axis].0.saturating_add(c.saturating_mul(ranges[axis].2))
+                ranges[axis]
+                    .0
+                    .saturating_add(c.saturating_mul(ranges[axis].2))
             })
         });
         Some(TensorInfo {
@@ -547,7 +556,10 @@ fn infer_tile(ctx: &NodeCtx) -> Vec<TensorInfo> {
         if reps.len() != x.len() {
             return None;
         }
-        x.iter().zip(&reps).map(|(d, r)| d.checked_mul(*r)).collect()
+        x.iter()
+            .zip(&reps)
+            .map(|(d, r)| d.checked_mul(*r))
+            .collect()
     })();
     vec![TensorInfo::shaped(shape)]
 }
@@ -629,7 +641,12 @@ fn infer_depth_to_space(ctx: &NodeCtx) -> Vec<TensorInfo> {
             return None;
         };
         let b = ctx.attr_i("blocksize").filter(|&b| b > 0)?;
-        Some(vec![n, c / b.checked_mul(b)?, h.checked_mul(b)?, w.checked_mul(b)?])
+        Some(vec![
+            n,
+            c / b.checked_mul(b)?,
+            h.checked_mul(b)?,
+            w.checked_mul(b)?,
+        ])
     })();
     vec![TensorInfo::shaped(shape)]
 }
