@@ -375,7 +375,9 @@ fn scan_message(
                 let len = varint(&mut buf)?;
                 let payload = take(&mut buf, len)?;
                 match field {
-                    Field::Message(child) => scan_message(child, payload, depth + 1, graphs, census)?,
+                    Field::Message(child) => {
+                        scan_message(child, payload, depth + 1, graphs, census)?
+                    }
                     Field::Initializer(child) => {
                         census.initializers += 1;
                         scan_message(child, payload, depth + 1, graphs, census)?;

@@ -31,7 +31,11 @@ pub enum OnnxError {
     TooManyNodes { count: usize, limit: usize },
     /// Over a budget of [`Limits`] (checked before decoding) or of the graph builder.
     #[error("the model has {count} {what}; the limit is {limit}")]
-    OverBudget { what: Budget, count: u64, limit: u64 },
+    OverBudget {
+        what: Budget,
+        count: u64,
+        limit: u64,
+    },
     #[error("invalid ONNX graph: {0}")]
     Invalid(String),
 }
