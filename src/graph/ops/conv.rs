@@ -158,7 +158,7 @@ fn infer_conv(ctx: &NodeCtx) -> Vec<TensorInfo> {
         let x = ctx.shape(0)?;
         let w = ctx.shape(1)?;
         let win = window(ctx, Some(1))?;
-        let mut out = vec![x[0], *w.first()?];
+        let mut out = vec![*x.first()?, *w.first()?];
         out.extend(spatial_out(ctx, x, &win, false)?);
         Some(out)
     })();
@@ -171,7 +171,7 @@ fn infer_qconv(ctx: &NodeCtx) -> Vec<TensorInfo> {
         let x = ctx.shape(0)?;
         let w = ctx.shape(3)?;
         let win = window(ctx, Some(3))?;
-        let mut out = vec![x[0], *w.first()?];
+        let mut out = vec![*x.first()?, *w.first()?];
         out.extend(spatial_out(ctx, x, &win, false)?);
         Some(out)
     })();
@@ -203,7 +203,7 @@ fn infer_conv_transpose(ctx: &NodeCtx) -> Vec<TensorInfo> {
         let win = window(ctx, Some(1))?;
         let n = win.kernel.len();
         let group = ctx.attr_i("group").unwrap_or(1);
-        let mut out = vec![x[0], w.get(1)?.checked_mul(group)?];
+        let mut out = vec![*x.first()?, w.get(1)?.checked_mul(group)?];
         if let Some(shape) = ctx.attr_ints("output_shape").filter(|s| !s.is_empty()) {
             out.extend(shape.iter().rev().take(n).rev());
             return Some(out);
