@@ -5,12 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use archdb::http::ServeConfig;
 use archdb::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use npyz::WriterBuilder;
 use prost::Message;
 use serde_json::json;
 
-use crate::common::{TestApp, spawn_app};
+use crate::common::{TestApp, spawn_app, spawn_app_with};
 use crate::models::{self, graph_attr, int, int64s, node, value, weight};
 
 /// Peak resident growth allowed per request.
@@ -375,5 +376,21 @@ async fn calibration_requests_are_capped_before_the_work() {
 async fn the_default_body_limit_is_64_mib() {
     let app = spawn_app().await;
     let request = upload(&app, vec![0u8; (64 << 20) + 1]);
+    assert_refused(request, 413, "length limit").await;
+}
+
+#[tokio::test]
+async fn endpoint_limits_never_raise_the_server_limit() {
+    let app = spawn_app_with(ServeConfig {
+        max_upload_bytes: 64 * 1024,
+        ..Default::default()
+    })
+    .await;
+    // Calibration allows 16 MiB, but not more than the server's 64 KiB.
+    let request = app
+        .client
+        .post(app.url("/v1/calibration/compute"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 100 * 1024]);
     assert_refused(request, 413, "length limit").await;
 }
