@@ -20,7 +20,7 @@ pub struct Ingested {
 /// Parses, builds and hashes one ONNX model. CPU-bound: call from a blocking task.
 pub fn ingest(bytes: bytes::Bytes, options: BuildOptions) -> Result<Ingested, OnnxError> {
     let original_size = bytes.len();
-    let model = onnx::decode_model(bytes)?;
+    let model = onnx::decode_model_within(bytes, &onnx::Limits::for_nodes(options.max_nodes))?;
     build_and_hash(model, original_size, options)
 }
 

@@ -73,6 +73,13 @@ pub enum CalibrationError {
     /// Any other invalid configuration value.
     #[error("invalid calibration configuration: {0}")]
     InvalidConfig(String),
+    /// More than [`MAX_SCORES`](super::MAX_SCORES) scores (N·K).
+    #[error("{n_samples}×{n_classes} scores; at most {limit} (N·K) are accepted")]
+    TooManyScores {
+        n_samples: u64,
+        n_classes: u64,
+        limit: usize,
+    },
 }
 
 /// Result alias of the calibration engine.

@@ -1,8 +1,15 @@
 //! Validated model outputs: probabilities or logits, plus integer labels.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::{CalibrationError, Result};
+
+/// Most scores (N·K) of one input: about 40 MB as f64, several times that while evaluating
+/// (sorted copies per class, temperature-scaled copies). CIFAR-100's test set is 10^6.
+pub const MAX_SCORES: usize = 5_000_000;
 
 /// Rows whose sum differs from 1 by at most this much are accepted unchanged
 /// (except rows with an entry above 1, which are always divided by their sum).
@@ -89,6 +96,22 @@ impl Predictions {
     ) -> Result<Self> {
         let (flat, k) = flatten_rows(rows, labels)?;
         Self::from_probabilities(flat, k, labels.to_vec(), policy)
+    }
+
+    /// Probabilities read as a [`ScoreMatrix`].
+    pub fn from_probability_matrix(
+        matrix: ScoreMatrix,
+        labels: Vec<usize>,
+        policy: RowSumPolicy,
+    ) -> Result<Self> {
+        let k = matrix.check_rows(&labels)?;
+        Self::from_probabilities(matrix.values, k, labels, policy)
+    }
+
+    /// Logits read as a [`ScoreMatrix`].
+    pub fn from_logit_matrix(matrix: ScoreMatrix, labels: Vec<usize>) -> Result<Self> {
+        let k = matrix.check_rows(&labels)?;
+        Self::from_logits(matrix.values, k, labels)
     }
 
     /// Logits as a flat row-major N×K matrix; probabilities are their softmax.
@@ -211,6 +234,18 @@ pub(crate) fn softmax_into(z: &[f64], inv_temperature: f64, out: &mut [f64]) {
     }
 }
 
+/// Refuses N·K above [`MAX_SCORES`], before anything of that size is read or allocated.
+pub fn check_size(n_samples: u64, n_classes: u64) -> Result<()> {
+    if n_samples.saturating_mul(n_classes) > MAX_SCORES as u64 {
+        return Err(CalibrationError::TooManyScores {
+            n_samples,
+            n_classes,
+            limit: MAX_SCORES,
+        });
+    }
+    Ok(())
+}
+
 fn check_shape(len: usize, n_classes: usize, labels: &[usize]) -> Result<()> {
     if n_classes == 0 {
         return Err(CalibrationError::NoClasses);
@@ -218,6 +253,7 @@ fn check_shape(len: usize, n_classes: usize, labels: &[usize]) -> Result<()> {
     if labels.is_empty() {
         return Err(CalibrationError::Empty);
     }
+    check_size(labels.len() as u64, n_classes as u64)?;
     let expected = labels.len().saturating_mul(n_classes);
     if len != expected {
         return Err(CalibrationError::MatrixLength {
@@ -265,6 +301,103 @@ fn flatten_rows(rows: &[Vec<f64>], labels: &[usize]) -> Result<(Vec<f64>, usize)
         flat.extend_from_slice(r);
     }
     Ok((flat, k))
+}
+
+/// An N×K score matrix read from JSON rows (`[[…], …]`) straight into one row-major buffer:
+/// no allocation per row, and ragged rows or more than [`MAX_SCORES`] values are refused while
+/// parsing, so a hostile body never costs more than the scores it may hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScoreMatrix {
+    values: Vec<f64>,
+    rows: usize,
+    n_classes: usize,
+}
+
+impl ScoreMatrix {
+    /// K, after checking N against the labels (the checks of [`Predictions::from_probability_rows`]).
+    fn check_rows(&self, labels: &[usize]) -> Result<usize> {
+        if self.rows == 0 && labels.is_empty() {
+            return Err(CalibrationError::Empty);
+        }
+        if self.rows != labels.len() {
+            return Err(CalibrationError::LabelCount {
+                rows: self.rows,
+                labels: labels.len(),
+            });
+        }
+        if self.n_classes == 0 {
+            return Err(CalibrationError::NoClasses);
+        }
+        Ok(self.n_classes)
+    }
+}
+
+impl<'de> Deserialize<'de> for ScoreMatrix {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(Rows)
+    }
+}
+
+/// Visits the outer array of a [`ScoreMatrix`].
+struct Rows;
+
+impl<'de> Visitor<'de> for Rows {
+    type Value = ScoreMatrix;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of equally long arrays of numbers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ScoreMatrix, A::Error> {
+        let mut matrix = ScoreMatrix::default();
+        while seq.next_element_seed(Row(&mut matrix))?.is_some() {
+            matrix.rows += 1;
+        }
+        Ok(matrix)
+    }
+}
+
+/// Appends one row to the matrix, checking its length and the total.
+struct Row<'a>(&'a mut ScoreMatrix);
+
+impl<'de> DeserializeSeed<'de> for Row<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Row<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of numbers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let m = self.0;
+        let start = m.values.len();
+        while let Some(v) = seq.next_element::<f64>()? {
+            if m.values.len() == MAX_SCORES {
+                return Err(de::Error::custom(format!(
+                    "more than {MAX_SCORES} scores (N·K); send fewer samples"
+                )));
+            }
+            m.values.push(v);
+        }
+        let len = m.values.len() - start;
+        if m.rows == 0 {
+            m.n_classes = len;
+        } else if len != m.n_classes {
+            return Err(de::Error::custom(CalibrationError::RaggedRow {
+                row: m.rows,
+                expected: m.n_classes,
+                actual: len,
+            }));
+        }
+        Ok(())
+    }
 }
 
 fn normalize_probabilities(values: &mut [f64], k: usize, policy: RowSumPolicy) -> Result<()> {

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 pub use binning::{BinRule, BinStats, CalibrationErrors, SortedScores};
 pub use error::{CalibrationError, Result};
 pub use input::{
-    DEFAULT_MAX_RENORMALIZE_DEVIATION, LOG_FLOOR, Predictions, ROW_SUM_TOLERANCE, RowSumPolicy,
-    ScoreKind,
+    DEFAULT_MAX_RENORMALIZE_DEVIATION, LOG_FLOOR, MAX_SCORES, Predictions, ROW_SUM_TOLERANCE,
+    RowSumPolicy, ScoreKind, ScoreMatrix, check_size,
 };
 pub use kde::kde_ece;
 pub use metrics::{BinMap, BrierScaling, MetricSet, ks_error, mmce};

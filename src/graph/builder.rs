@@ -1,16 +1,40 @@
-//! ONNX `ModelProto` → [`CompGraph`]: validation (dangling inputs, cycles, size), shape and
-//! constant inference in topological order, then CG construction with weights folded and
-//! shape-only ops bypassed.
+//! ONNX `ModelProto` → [`CompGraph`]: validation (dangling inputs, cycles, size, plausible
+//! shapes and attributes), shape and constant inference in topological order, then CG
+//! construction with weights folded and shape-only ops bypassed.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use super::ops::{self, Role};
+use super::ops::{self, Role, volume};
 use super::shape::{MAX_TRACKED_VALUES, NodeCtx, TensorInfo};
 use super::{CgNode, CompGraph, GraphSummary};
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TypeProto, type_proto};
-use crate::onnx::{self, OnnxError};
+use crate::onnx::{self, Budget, OnnxError};
+
+/// Largest plausible dim: ONNX runtimes index tensors with 32-bit dims.
+const MAX_DIM: i64 = i32::MAX as i64;
+
+/// Largest plausible tensor (2^40 elements, 4 TB of float32) at batch 1.
+const MAX_ELEMENTS: u64 = 1 << 40;
+
+/// Computation-graph edges (and merged bypass producers) allowed per ONNX node and graph output.
+/// Real models have one or two; a merge of every upstream producer into each consumer would
+/// otherwise grow quadratically (2,000 Relu→Expand→Sigmoid links: two million edges).
+const EDGES_PER_NODE: usize = 4;
+
+/// Integer attributes that must be positive wherever they occur (a blocksize or stride of 0
+/// divides by zero).
+const POSITIVE_ATTRIBUTES: [&str; 7] = [
+    "blocksize",
+    "group",
+    "strides",
+    "dilations",
+    "kernel_shape",
+    "num_groups",
+    "num_outputs",
+];
 
 /// Limits applied while building.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +45,9 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        Self { max_nodes: 200_000 }
+        Self {
+            max_nodes: onnx::DEFAULT_MAX_NODES,
+        }
     }
 }
 
@@ -41,11 +67,11 @@ pub fn build(model: &mut ModelProto, options: BuildOptions) -> Result<CompGraph,
         .as_ref()
         .ok_or(OnnxError::NotOnnx("the model has no graph"))?;
     let order = topological_order(graph)?;
-    let mut walk = Walk::new(graph, opset);
+    let mut walk = Walk::new(graph, opset)?;
     for &i in &order {
-        walk.visit(&graph.node[i]);
+        walk.visit(&graph.node[i])?;
     }
-    Ok(walk.finish(graph, model))
+    walk.finish(graph, model)
 }
 
 /// The inferred shape of every tensor (graph inputs, initializers, node outputs) by the walk
@@ -57,9 +83,9 @@ pub fn tensor_shapes(model: &ModelProto) -> Result<HashMap<String, Vec<i64>>, On
         .graph
         .as_ref()
         .ok_or(OnnxError::NotOnnx("the model has no graph"))?;
-    let mut walk = Walk::new(graph, opset);
+    let mut walk = Walk::new(graph, opset)?;
     for i in topological_order(graph)? {
-        walk.visit(&graph.node[i]);
+        walk.visit(&graph.node[i])?;
     }
     Ok(walk
         .tensors
@@ -68,8 +94,8 @@ pub fn tensor_shapes(model: &ModelProto) -> Result<HashMap<String, Vec<i64>>, On
         .collect())
 }
 
-/// Shape of a declared graph input/output/value_info; symbolic or missing dims become 1
-/// (archdb describes a forward pass at batch 1).
+/// Shape of a declared graph input/output/value_info; symbolic, missing or non-positive dims
+/// become 1 (archdb describes a forward pass at batch 1).
 fn declared_shape(t: Option<&TypeProto>) -> Option<Vec<i64>> {
     let Some(type_proto::Value::TensorType(tensor)) = t?.value.as_ref() else {
         return None;
@@ -90,6 +116,39 @@ fn declared_shape(t: Option<&TypeProto>) -> Option<Vec<i64>> {
             .collect(),
     )
 }
+
+/// Refuses shapes no model can have: negative dims, dims beyond 32 bits, more than
+/// [`MAX_ELEMENTS`] elements. Every MAC and parameter count is a product of such shapes.
+fn check_plausible(shape: &[i64], what: impl FnOnce() -> String) -> Result<(), OnnxError> {
+    if shape.iter().all(|d| (0..=MAX_DIM).contains(d)) && volume(shape) <= MAX_ELEMENTS {
+        return Ok(());
+    }
+    Err(OnnxError::Invalid(format!(
+        "implausible shape {shape:?} of {}: dims must be 0..=2^31-1 and tensors at most 2^40 elements",
+        what()
+    )))
+}
+
+/// Refuses non-positive values of [`POSITIVE_ATTRIBUTES`].
+fn check_attributes(node: &NodeProto) -> Result<(), OnnxError> {
+    for a in &node.attribute {
+        if POSITIVE_ATTRIBUTES.contains(&a.name())
+            && let Some(bad) = a.i.iter().chain(&a.ints).find(|&&v| v <= 0)
+        {
+            return Err(OnnxError::Invalid(format!(
+                "attribute `{}` of node '{}' ({}) must be positive, got {bad}",
+                a.name(),
+                node.name(),
+                node.op_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Sorted, deduplicated CG nodes feeding a tensor. Shared between the tensors that a bypassed op
+/// forwards unchanged, never copied per consumer.
+type Producers = Rc<[NodeIndex]>;
 
 /// Node indices in dependency order. Fails on dangling inputs, tensors produced twice, cycles.
 fn topological_order(graph: &GraphProto) -> Result<Vec<usize>, OnnxError> {
@@ -169,7 +228,11 @@ struct Walk<'g> {
     /// Initializer names (and Identity aliases of them) → the initializer.
     weights: HashMap<&'g str, &'g crate::onnx::proto::TensorProto>,
     /// Data tensors (derived from a graph input) → the CG nodes producing them.
-    producers: HashMap<&'g str, Vec<NodeIndex>>,
+    producers: HashMap<&'g str, Producers>,
+    /// Edges plus merged bypass producers allowed ([`EDGES_PER_NODE`] per node and output).
+    max_wiring: usize,
+    /// Producer entries created by bypass ops that merge several data inputs.
+    merged: usize,
     /// Initializers used as BatchNorm running mean/variance: buffers, not parameters.
     bn_stats: HashSet<&'g str>,
     cg: DiGraph<CgNode, ()>,
@@ -179,13 +242,15 @@ struct Walk<'g> {
 }
 
 impl<'g> Walk<'g> {
-    fn new(graph: &'g GraphProto, opset: i64) -> Self {
+    fn new(graph: &'g GraphProto, opset: i64) -> Result<Self, OnnxError> {
         let mut walk = Walk {
             opset,
             tensors: HashMap::new(),
             declared: HashMap::new(),
             weights: HashMap::new(),
             producers: HashMap::new(),
+            max_wiring: EDGES_PER_NODE * (graph.node.len() + graph.output.len()),
+            merged: 0,
             bn_stats: HashSet::new(),
             cg: DiGraph::new(),
             onnx_nodes: graph.node.len(),
@@ -193,6 +258,7 @@ impl<'g> Walk<'g> {
             unknown_ops: BTreeMap::new(),
         };
         for t in &graph.initializer {
+            check_plausible(&t.dims, || format!("initializer '{}'", t.name()))?;
             walk.weights.insert(t.name(), t);
             walk.tensors.insert(
                 t.name(),
@@ -204,6 +270,7 @@ impl<'g> Walk<'g> {
         }
         for v in graph.value_info.iter().chain(&graph.output) {
             if let Some(shape) = declared_shape(v.r#type.as_ref()) {
+                check_plausible(&shape, || format!("declared tensor '{}'", v.name()))?;
                 walk.declared.insert(v.name(), shape);
             }
         }
@@ -213,20 +280,26 @@ impl<'g> Walk<'g> {
             .filter(|v| !walk.weights.contains_key(v.name()))
         {
             let shape = declared_shape(v.r#type.as_ref());
+            if let Some(s) = &shape {
+                check_plausible(s, || format!("graph input '{}'", v.name()))?;
+            }
             let idx = walk
                 .cg
                 .add_node(structural("Input", v.name(), shape.clone()));
             walk.tensors.insert(v.name(), TensorInfo::shaped(shape));
-            walk.producers.insert(v.name(), vec![idx]);
+            walk.producers.insert(v.name(), Rc::new([idx]));
         }
-        walk
+        Ok(walk)
     }
 
-    fn visit(&mut self, node: &'g NodeProto) {
+    fn visit(&mut self, node: &'g NodeProto) -> Result<(), OnnxError> {
         let def = ops::lookup(node.op_type())
             .filter(|_| matches!(node.domain(), "" | "ai.onnx" | "com.microsoft"));
-        if def.is_none() {
-            self.unknown_ops.insert(node.op_type().to_string(), ());
+        match def {
+            Some(_) => check_attributes(node)?,
+            None => {
+                self.unknown_ops.insert(node.op_type().to_string(), ());
+            }
         }
         let inputs: Vec<TensorInfo> = node
             .input
@@ -241,8 +314,15 @@ impl<'g> Walk<'g> {
         let mut outputs = def.map_or_else(Vec::new, |d| (d.infer)(&ctx));
         outputs.resize(node.output.len(), TensorInfo::unknown());
         for (name, info) in node.output.iter().zip(outputs.iter_mut()) {
-            if info.shape.is_none() {
-                info.shape = self.declared.get(name.as_str()).cloned();
+            match &info.shape {
+                Some(shape) => check_plausible(shape, || {
+                    format!(
+                        "tensor '{name}' (output of node '{}', {})",
+                        node.name(),
+                        node.op_type()
+                    )
+                })?,
+                None => info.shape = self.declared.get(name.as_str()).cloned(),
             }
         }
         let macs = def.map_or(0, |d| (d.macs)(&ctx, &outputs));
@@ -277,12 +357,7 @@ impl<'g> Walk<'g> {
                 self.weights.insert(out, root);
             }
         } else if role == Role::Bypass {
-            let mut from: Vec<NodeIndex> = data_inputs
-                .iter()
-                .flat_map(|n| self.producers[n].clone())
-                .collect();
-            from.sort_unstable();
-            from.dedup();
+            let from = self.merged_producers(&data_inputs)?;
             for out in node.output.iter().filter(|o| !o.is_empty()) {
                 self.producers.insert(out, from.clone());
             }
@@ -294,18 +369,15 @@ impl<'g> Walk<'g> {
                 &outputs,
                 macs,
             );
+            let sources = self.union(&data_inputs);
+            self.spend_edges(sources.len())?;
             let idx = self.cg.add_node(cg_node);
-            let mut sources: Vec<NodeIndex> = data_inputs
-                .iter()
-                .flat_map(|n| self.producers[n].clone())
-                .collect();
-            sources.sort_unstable();
-            sources.dedup();
-            for s in sources {
+            for &s in sources.iter() {
                 self.cg.add_edge(s, idx, ());
             }
+            let own: Producers = Rc::new([idx]);
             for out in node.output.iter().filter(|o| !o.is_empty()) {
-                self.producers.insert(out, vec![idx]);
+                self.producers.insert(out, own.clone());
             }
         }
         for (name, info) in node.output.iter().zip(outputs) {
@@ -313,6 +385,55 @@ impl<'g> Walk<'g> {
                 self.tensors.insert(name, info);
             }
         }
+        Ok(())
+    }
+
+    /// The producers of several data tensors: the shared set itself when they all have the same
+    /// one (the usual single-input bypass), else a new sorted union.
+    fn union(&self, tensors: &[&str]) -> Producers {
+        let first = &self.producers[tensors[0]];
+        if tensors[1..]
+            .iter()
+            .all(|t| Rc::ptr_eq(first, &self.producers[t]))
+        {
+            return first.clone();
+        }
+        let mut all: Vec<NodeIndex> = tensors
+            .iter()
+            .flat_map(|t| self.producers[t].iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.into()
+    }
+
+    /// [`Self::union`] for a bypassed op, counting merged sets against the wiring budget.
+    fn merged_producers(&mut self, tensors: &[&str]) -> Result<Producers, OnnxError> {
+        let from = self.union(tensors);
+        if !Rc::ptr_eq(&from, &self.producers[tensors[0]]) {
+            self.merged += from.len();
+            if self.merged > self.max_wiring {
+                return Err(OnnxError::OverBudget {
+                    what: Budget::Edges,
+                    count: self.merged as u64,
+                    limit: self.max_wiring as u64,
+                });
+            }
+        }
+        Ok(from)
+    }
+
+    /// Refuses `more` edges when the graph would exceed its edge budget.
+    fn spend_edges(&self, more: usize) -> Result<(), OnnxError> {
+        let count = self.cg.edge_count() + more;
+        if count > self.max_wiring {
+            return Err(OnnxError::OverBudget {
+                what: Budget::Edges,
+                count: count as u64,
+                limit: self.max_wiring as u64,
+            });
+        }
+        Ok(())
     }
 
     /// The initializer a tensor name refers to, through Identity aliases.
@@ -414,18 +535,20 @@ impl<'g> Walk<'g> {
         }
     }
 
-    fn finish(mut self, graph: &'g GraphProto, model: &ModelProto) -> CompGraph {
+    fn finish(mut self, graph: &'g GraphProto, model: &ModelProto) -> Result<CompGraph, OnnxError> {
         for out in &graph.output {
             let shape = self
                 .tensors
                 .get(out.name())
                 .and_then(|t| t.shape.clone())
                 .or_else(|| declared_shape(out.r#type.as_ref()));
+            let from = self.producers.get(out.name()).cloned();
+            if let Some(from) = &from {
+                self.spend_edges(from.len())?;
+            }
             let idx = self.cg.add_node(structural("Output", out.name(), shape));
-            if let Some(from) = self.producers.get(out.name()) {
-                for &s in from {
-                    self.cg.add_edge(s, idx, ());
-                }
+            for &s in from.iter().flat_map(|f| f.iter()) {
+                self.cg.add_edge(s, idx, ());
             }
         }
         let params = graph
@@ -433,6 +556,14 @@ impl<'g> Walk<'g> {
             .iter()
             .filter(|t| onnx::is_float(t.data_type()) && !self.bn_stats.contains(t.name()))
             .fold(0u64, |acc, t| acc.saturating_add(onnx::element_count(t)));
+        // Stored as PostgreSQL bigint: a sum past i64 is overflow, not a model.
+        for (what, total) in [("parameters", params), ("MACs", self.total_macs)] {
+            if i64::try_from(total).is_err() {
+                return Err(OnnxError::Invalid(format!(
+                    "implausible model: {what} exceed 2^63"
+                )));
+            }
+        }
         let mut op_counts = BTreeMap::new();
         let mut unknown_shapes = 0;
         for n in self.cg.node_weights() {
@@ -464,10 +595,10 @@ impl<'g> Walk<'g> {
             unknown_ops: self.unknown_ops.into_keys().collect(),
             unknown_shapes,
         };
-        CompGraph {
+        Ok(CompGraph {
             graph: self.cg,
             summary,
-        }
+        })
     }
 }
 

@@ -5,6 +5,8 @@
 mod builder;
 pub mod hash;
 pub mod ops;
+#[cfg(test)]
+mod robustness;
 pub mod shape;
 
 use std::collections::BTreeMap;

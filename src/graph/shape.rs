@@ -125,11 +125,16 @@ pub fn broadcast(shapes: &[&[i64]]) -> Option<Vec<i64>> {
     Some(out)
 }
 
-/// Row-major strides of a shape.
+/// Product of dims, `None` on overflow (hostile shapes must not wrap or panic).
+pub fn checked_product(dims: &[i64]) -> Option<i64> {
+    dims.iter().try_fold(1i64, |acc, &d| acc.checked_mul(d))
+}
+
+/// Row-major strides of a shape (saturating: callers bound the volume they walk).
 pub fn strides(shape: &[i64]) -> Vec<usize> {
     let mut strides = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1].max(0) as usize;
+        strides[i] = strides[i + 1].saturating_mul(shape[i + 1].max(0) as usize);
     }
     strides
 }
@@ -140,7 +145,7 @@ pub fn broadcast_values(
     out_shape: &[i64],
     f: impl Fn(&[f64]) -> f64,
 ) -> Option<Vec<f64>> {
-    let n = out_shape.iter().product::<i64>().max(0) as u64;
+    let n = super::ops::volume(out_shape);
     if n > MAX_TRACKED_VALUES {
         return None;
     }
@@ -157,7 +162,7 @@ pub fn broadcast_values(
                 let coord =
                     (flat / out_strides[offset + d]) % out_shape[offset + d].max(1) as usize;
                 if dim != 1 {
-                    idx += coord * in_strides[d];
+                    idx = idx.saturating_add(coord.saturating_mul(in_strides[d]));
                 }
             }
             args[k] = *values.get(idx)?;

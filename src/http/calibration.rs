@@ -21,28 +21,42 @@ use super::error::{Error, Problem, Result};
 use super::svg::Chart;
 use crate::calibration::analysis::{self, GroupEffect, PairCorrelation};
 use crate::calibration::{
-    BinRule, BrierScaling, CalibrationConfig, CalibrationReport, EvaluationSplit, Predictions,
-    Reliability, RowSumPolicy, TemperatureScalingConfig,
+    BinRule, BrierScaling, CalibrationConfig, CalibrationError, CalibrationReport, EvaluationSplit,
+    Predictions, Reliability, RowSumPolicy, ScoreMatrix, TemperatureScalingConfig, check_size,
 };
 use crate::db::architectures as arch_store;
 use crate::db::calibration::{
     self as store, BINNED_METRICS, CalibrationRecord, Figures, SCALAR_METRICS,
 };
 
+/// Largest body of predictions (JSON or `.npz`): 10^6 scores as JSON, more as a compressed
+/// `.npz` (up to [`MAX_SCORES`](crate::calibration::MAX_SCORES)).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most bin counts per request, and most bins over all of them: every bin count costs its edges
+/// and a pass per class (`bins` 99001..100000 once took +666 MB).
+pub const MAX_BIN_COUNTS: usize = 64;
+pub const MAX_TOTAL_BINS: usize = 200_000;
+
 pub fn router() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
-        .routes(routes!(compute))
+        .routes(super::body_limit(MAX_BODY_BYTES, routes!(compute)))
         .routes(routes!(list_calibration))
         .routes(routes!(analysis))
-        .routes(routes!(put_calibration, get_calibration))
+        .routes(super::body_limit(
+            MAX_BODY_BYTES,
+            routes!(put_calibration, get_calibration),
+        ))
         .routes(routes!(architecture_datasets))
 }
 
 /// Predictions as JSON: exactly one of `probs` and `logits` (N×K), and N labels in `0..K`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PredictionsBody {
-    probs: Option<Vec<Vec<f64>>>,
-    logits: Option<Vec<Vec<f64>>>,
+    #[schema(value_type = Option<Vec<Vec<f64>>>)]
+    probs: Option<ScoreMatrix>,
+    #[schema(value_type = Option<Vec<Vec<f64>>>)]
+    logits: Option<ScoreMatrix>,
     labels: Vec<usize>,
     #[serde(flatten)]
     options: ComputeOptions,
@@ -77,9 +91,17 @@ pub struct TemperatureRequest {
 }
 
 impl ComputeOptions {
-    fn config(&self) -> CalibrationConfig {
+    /// The engine's configuration, within the request caps on bins.
+    fn config(&self) -> Result<CalibrationConfig> {
         let mut config = CalibrationConfig::default();
         if let Some(b) = &self.bins {
+            let total = b.iter().fold(0usize, |acc, &n| acc.saturating_add(n));
+            if b.len() > MAX_BIN_COUNTS || total > MAX_TOTAL_BINS {
+                return Err(Error::Unprocessable(format!(
+                    "{} bin counts with {total} bins in all; at most {MAX_BIN_COUNTS} bin counts and {MAX_TOTAL_BINS} bins",
+                    b.len()
+                )));
+            }
             config.bin_counts = b.clone();
         }
         config.bin_rule = self.binning.unwrap_or_default();
@@ -96,7 +118,7 @@ impl ComputeOptions {
                 ..d
             }
         });
-        config
+        Ok(config)
     }
 
     fn row_policy(&self) -> RowSumPolicy {
@@ -146,19 +168,27 @@ impl ComputeQuery {
     }
 }
 
+/// 413 for inputs over the size cap, 422 for the rest.
+fn input_error(e: CalibrationError) -> Error {
+    match e {
+        CalibrationError::TooManyScores { .. } => Error::PayloadTooLarge(e.to_string()),
+        _ => Error::Unprocessable(e.to_string()),
+    }
+}
+
 /// Predictions validated into the engine's input.
 fn predictions(body: PredictionsBody) -> Result<(Predictions, ComputeOptions)> {
     let policy = body.options.row_policy();
     let predictions = match (body.probs, body.logits) {
-        (Some(p), None) => Predictions::from_probability_rows(&p, &body.labels, policy),
-        (None, Some(z)) => Predictions::from_logit_rows(&z, &body.labels),
+        (Some(p), None) => Predictions::from_probability_matrix(p, body.labels, policy),
+        (None, Some(z)) => Predictions::from_logit_matrix(z, body.labels),
         _ => {
             return Err(Error::Unprocessable(
                 "give exactly one of `probs` and `logits`".into(),
             ));
         }
     }
-    .map_err(|e| Error::Unprocessable(e.to_string()))?;
+    .map_err(input_error)?;
     Ok((predictions, body.options))
 }
 
@@ -175,6 +205,8 @@ fn npz_predictions(bytes: &[u8], options: ComputeOptions) -> Result<(Predictions
                     "`{name}` must be 2-D (N×K), got shape {shape:?}"
                 )));
             };
+            // The npy header gives the size: refuse before inflating the data.
+            check_size(n, k).map_err(input_error)?;
             scores = Some((name, read_floats(array).map_err(bad)?, n, k));
             break;
         }
@@ -189,13 +221,14 @@ fn npz_predictions(bytes: &[u8], options: ComputeOptions) -> Result<(Predictions
         .by_name("labels")
         .map_err(bad)?
         .ok_or_else(|| Error::Unprocessable("the .npz has no `labels` array".into()))?;
-    let labels = read_floats(labels_array).map_err(bad)?;
-    if labels.len() as u64 != n {
+    let label_count = (labels_array.shape().iter()).fold(1u64, |acc, &d| acc.saturating_mul(d));
+    if label_count != n {
         return Err(Error::Unprocessable(format!(
-            "{} labels for {n} rows of `{name}`",
-            labels.len()
+            "`labels` has shape {:?} for {n} rows of `{name}`",
+            labels_array.shape()
         )));
     }
+    let labels = read_floats(labels_array).map_err(bad)?;
     let labels: Vec<usize> = labels
         .iter()
         .map(|&l| (l >= 0.0 && l.fract() == 0.0).then_some(l as usize))
@@ -206,7 +239,7 @@ fn npz_predictions(bytes: &[u8], options: ComputeOptions) -> Result<(Predictions
     } else {
         Predictions::from_logits(values, k as usize, labels)
     }
-    .map_err(|e| Error::Unprocessable(e.to_string()))?;
+    .map_err(input_error)?;
     Ok((predictions, options))
 }
 
@@ -251,7 +284,7 @@ fn read_floats<R: std::io::Read>(array: npyz::NpyFile<R>) -> std::io::Result<Vec
 
 /// Runs the engine off the async runtime (tens of milliseconds for N = 10,000, K = 100).
 async fn evaluate(predictions: Predictions, options: &ComputeOptions) -> Result<CalibrationReport> {
-    let config = options.config();
+    let config = options.config()?;
     tokio::task::spawn_blocking(move || crate::calibration::evaluate(&predictions, &config))
         .await
         .map_err(|e| Error::Internal(e.into()))?
@@ -370,13 +403,20 @@ async fn put_calibration(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let record = if is_json {
-        let Json(body) = Json::<serde_json::Value>::from_request(request, &ctx).await?;
-        if body.get("pre").is_some() {
-            let given: GivenFigures = serde_json::from_value(body)
+        let body = Bytes::from_request(request, &ctx).await?;
+        /// Whether the body has `pre`, found without building a JSON tree of the predictions.
+        #[derive(Deserialize)]
+        struct Probe {
+            pre: Option<serde::de::IgnoredAny>,
+        }
+        let probe: Probe = serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("invalid JSON: {e}")))?;
+        if probe.pre.is_some() {
+            let given: GivenFigures = serde_json::from_slice(&body)
                 .map_err(|e| Error::Unprocessable(format!("invalid figures: {e}")))?;
             given_record(id, dataset, given)?
         } else {
-            let parsed: PredictionsBody = serde_json::from_value(body)
+            let parsed: PredictionsBody = serde_json::from_slice(&body)
                 .map_err(|e| Error::Unprocessable(format!("invalid predictions: {e}")))?;
             let (predictions, options) = predictions(parsed)?;
             computed_record(id, dataset, predictions, &options).await?
@@ -399,7 +439,7 @@ async fn computed_record(
     options: &ComputeOptions,
 ) -> Result<CalibrationRecord> {
     let n = predictions.n_samples() as i32;
-    let config = options.config();
+    let config = options.config()?;
     let report = evaluate(predictions, options).await?;
     Ok(CalibrationRecord {
         architecture_id: id,

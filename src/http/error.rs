@@ -77,7 +77,9 @@ impl Error {
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Onnx(OnnxError::TooManyNodes { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Onnx(OnnxError::TooManyNodes { .. } | OnnxError::OverBudget { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Error::Onnx(OnnxError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Onnx(_) => StatusCode::BAD_REQUEST,
             Error::Rejection(status, _) => *status,

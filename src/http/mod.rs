@@ -25,14 +25,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, header};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use sqlx::PgPool;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::predict::registry::Registry;
@@ -55,8 +55,8 @@ pub struct ServeConfig {
     /// Listen on a non-loopback address without a token (every write open to the network).
     #[arg(long)]
     pub insecure_no_token: bool,
-    /// Largest request body in bytes (ONNX uploads).
-    #[arg(long, env = "ARCHDB_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
+    /// Largest request body in bytes (ONNX uploads); some endpoints allow less (`body_limit`).
+    #[arg(long, env = "ARCHDB_MAX_UPLOAD_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_upload_bytes: usize,
     /// Most ONNX nodes accepted per model (after inlining local functions).
     #[arg(long, env = "ARCHDB_MAX_NODES", default_value_t = 200_000)]
@@ -106,7 +106,7 @@ impl Default for ServeConfig {
             api_token: None,
             read_token: None,
             insecure_no_token: false,
-            max_upload_bytes: 512 * 1024 * 1024,
+            max_upload_bytes: 64 * 1024 * 1024,
             max_nodes: 200_000,
             request_timeout_secs: 120,
             concurrency_limit: 256,
@@ -272,6 +272,7 @@ pub fn app(ctx: ApiContext) -> Router {
         .layer(middleware::from_fn_with_state(ctx.clone(), auth::authorize))
         .layer(DefaultBodyLimit::max(config.max_upload_bytes))
         .layer(middleware::from_fn_with_state(ctx.clone(), server::body_deadline))
+        .layer(axum::Extension(MaxBody(config.max_upload_bytes)))
         .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(config.request_timeout_secs)))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -281,6 +282,28 @@ pub fn app(ctx: ApiContext) -> Router {
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(ctx)
+}
+
+/// The server-wide body limit (`--max-upload-bytes`), in every request's extensions so that
+/// [`body_limit`] can only lower it.
+#[derive(Debug, Clone, Copy)]
+struct MaxBody(usize);
+
+/// Caps the request body of one route's handlers at `max` bytes (or the server-wide limit when
+/// that is lower): a 413 problem before a larger body is buffered. Wraps a `routes!(…)`.
+pub fn body_limit<S>(max: usize, route: UtoipaMethodRouter<S>) -> UtoipaMethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let (schemas, paths, router) = route;
+    let router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        let server = req.extensions().get::<MaxBody>().map_or(max, |m| m.0);
+        tower::ServiceExt::oneshot(
+            tower::Layer::layer(&DefaultBodyLimit::max(max.min(server)), next),
+            req,
+        )
+    }));
+    (schemas, paths, router)
 }
 
 /// Whether the request's `Content-Type` is `mime` (parameters such as `; charset` allowed).

@@ -1,9 +1,11 @@
 //! ONNX front end: decoding `ModelProto` bytes (prost types generated from the vendored
 //! `proto/onnx.proto`), validating them, inlining local functions and stripping weight payloads.
 
+mod budget;
 mod inline;
 mod strip;
 
+pub use budget::{Budget, Census, DEFAULT_MAX_NODES, Limits, scan};
 pub use inline::inline_functions;
 pub use strip::strip_weights;
 
@@ -27,16 +29,30 @@ pub enum OnnxError {
     NotOnnx(&'static str),
     #[error("the model has {count} nodes (after inlining functions); the limit is {limit}")]
     TooManyNodes { count: usize, limit: usize },
+    /// Over a budget of [`Limits`] (checked before decoding) or of the graph builder.
+    #[error("the model has {count} {what}; the limit is {limit}")]
+    OverBudget {
+        what: Budget,
+        count: u64,
+        limit: u64,
+    },
     #[error("invalid ONNX graph: {0}")]
     Invalid(String),
 }
 
-/// Decodes and sanity-checks an ONNX model. `bytes` is shared, not copied: tensor payloads are
-/// slices of it (prost is configured with `bytes` fields).
+/// [`decode_model_within`] the default [`Limits`].
 pub fn decode_model(bytes: bytes::Bytes) -> Result<ModelProto, OnnxError> {
+    decode_model_within(bytes, &Limits::default())
+}
+
+/// Decodes and sanity-checks an ONNX model, after checking on the wire format that decoding
+/// stays within `limits`. `bytes` is shared, not copied: tensor payloads are slices of it
+/// (prost is configured with `bytes` fields).
+pub fn decode_model_within(bytes: bytes::Bytes, limits: &Limits) -> Result<ModelProto, OnnxError> {
     if bytes.is_empty() {
         return Err(OnnxError::Empty);
     }
+    limits.check(&scan(&bytes)?)?;
     let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
     check_model(&model)?;
     Ok(model)

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod embedded;
 mod graph;
+mod hostile_input;
 mod importers;
 mod invalid_input;
 mod models;

@@ -105,7 +105,8 @@ pub fn window(ctx: &NodeCtx, weight: Option<usize>) -> Option<Window> {
 }
 
 /// Spatial output sizes of a windowed op (Conv, pools), following the ONNX operator spec
-/// including `auto_pad` and pooling's `ceil_mode`.
+/// including `auto_pad` and pooling's `ceil_mode`. Computed in i128, where products of two
+/// attributes cannot overflow; results beyond i64 are unknown.
 fn spatial_out(ctx: &NodeCtx, input: &[i64], w: &Window, ceil_mode: bool) -> Option<Vec<i64>> {
     let n = w.kernel.len();
     let spatial = input.get(2..)?;
@@ -117,17 +118,17 @@ fn spatial_out(ctx: &NodeCtx, input: &[i64], w: &Window, ceil_mode: bool) -> Opt
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let (x, k, s, d) = (
-            spatial[i],
-            w.kernel[i],
-            w.strides[i].max(1),
-            w.dilations[i].max(1),
+            i128::from(spatial[i]),
+            i128::from(w.kernel[i]),
+            i128::from(w.strides[i].max(1)),
+            i128::from(w.dilations[i].max(1)),
         );
         let effective = (k - 1) * d + 1;
         let o = match auto_pad {
             b"SAME_UPPER" | b"SAME_LOWER" => (x + s - 1) / s,
             b"VALID" => (x - effective) / s + 1,
             _ => {
-                let (pb, pe) = pads.map_or((0, 0), |p| (p[i], p[i + n]));
+                let (pb, pe) = pads.map_or((0, 0), |p| (i128::from(p[i]), i128::from(p[i + n])));
                 let span = x + pb + pe - effective;
                 if span < 0 {
                     return None;
@@ -147,7 +148,7 @@ fn spatial_out(ctx: &NodeCtx, input: &[i64], w: &Window, ceil_mode: bool) -> Opt
         if o <= 0 {
             return None;
         }
-        out.push(o);
+        out.push(i64::try_from(o).ok()?);
     }
     Some(out)
 }
@@ -157,7 +158,7 @@ fn infer_conv(ctx: &NodeCtx) -> Vec<TensorInfo> {
         let x = ctx.shape(0)?;
         let w = ctx.shape(1)?;
         let win = window(ctx, Some(1))?;
-        let mut out = vec![x[0], *w.first()?];
+        let mut out = vec![*x.first()?, *w.first()?];
         out.extend(spatial_out(ctx, x, &win, false)?);
         Some(out)
     })();
@@ -170,7 +171,7 @@ fn infer_qconv(ctx: &NodeCtx) -> Vec<TensorInfo> {
         let x = ctx.shape(0)?;
         let w = ctx.shape(3)?;
         let win = window(ctx, Some(3))?;
-        let mut out = vec![x[0], *w.first()?];
+        let mut out = vec![*x.first()?, *w.first()?];
         out.extend(spatial_out(ctx, x, &win, false)?);
         Some(out)
     })();
@@ -202,7 +203,7 @@ fn infer_conv_transpose(ctx: &NodeCtx) -> Vec<TensorInfo> {
         let win = window(ctx, Some(1))?;
         let n = win.kernel.len();
         let group = ctx.attr_i("group").unwrap_or(1);
-        let mut out = vec![x[0], w.get(1)? * group];
+        let mut out = vec![*x.first()?, w.get(1)?.checked_mul(group)?];
         if let Some(shape) = ctx.attr_ints("output_shape").filter(|s| !s.is_empty()) {
             out.extend(shape.iter().rev().take(n).rev());
             return Some(out);
@@ -210,16 +211,19 @@ fn infer_conv_transpose(ctx: &NodeCtx) -> Vec<TensorInfo> {
         let pads = ctx.attr_ints("pads").filter(|p| p.len() == 2 * n);
         let output_padding = ctx.attr_ints("output_padding").filter(|p| p.len() == n);
         let auto_pad = ctx.attr_s("auto_pad").unwrap_or(b"NOTSET");
+        // i128 as in `spatial_out`.
         for i in 0..n {
-            let xi = *x.get(2 + i)?;
-            let s = win.strides[i];
-            if matches!(auto_pad, b"SAME_UPPER" | b"SAME_LOWER") {
-                out.push(xi * s);
-                continue;
-            }
-            let (pb, pe) = pads.map_or((0, 0), |p| (p[i], p[i + n]));
-            let op = output_padding.map_or(0, |p| p[i]);
-            out.push(s * (xi - 1) + op + (win.kernel[i] - 1) * win.dilations[i] + 1 - pb - pe);
+            let xi = i128::from(*x.get(2 + i)?);
+            let s = i128::from(win.strides[i]);
+            let size = if matches!(auto_pad, b"SAME_UPPER" | b"SAME_LOWER") {
+                xi * s
+            } else {
+                let (pb, pe) = pads.map_or((0, 0), |p| (i128::from(p[i]), i128::from(p[i + n])));
+                let op = i128::from(output_padding.map_or(0, |p| p[i]));
+                let (k, d) = (i128::from(win.kernel[i]), i128::from(win.dilations[i]));
+                s * (xi - 1) + op + (k - 1) * d + 1 - pb - pe
+            };
+            out.push(i64::try_from(size).ok()?);
         }
         Some(out)
     })();

@@ -40,6 +40,16 @@ const fn binary(op_type: &'static str, label: &'static str) -> OpDef {
     }
 }
 
+/// Operands a value rule reads: variadic ops need one, `Where` three, the rest two (a node
+/// with fewer inputs is invalid and gets no values).
+fn arity(op_type: &str) -> usize {
+    match op_type {
+        "Add" | "Sum" | "Mul" | "Max" | "Min" | "Mean" => 1,
+        "Where" => 3,
+        _ => 2,
+    }
+}
+
 /// How constant values combine, per op type.
 fn value_rule(op_type: &str) -> fn(&[f64]) -> f64 {
     match op_type {
@@ -142,6 +152,9 @@ fn infer_broadcast(ctx: &NodeCtx) -> Vec<TensorInfo> {
     };
     let rule = value_rule(ctx.node.op_type());
     let value = (|| {
+        if present.len() < arity(ctx.node.op_type()) {
+            return None;
+        }
         let args: Option<Vec<(&[i64], &[f64])>> = present
             .iter()
             .map(|&i| Some((ctx.shape(i)?, ctx.value(i)?)))

@@ -94,7 +94,7 @@ fn group_norm_macs(ctx: &NodeCtx, _: &[TensorInfo]) -> u64 {
     let batch = x.first().copied().unwrap_or(1).max(0) as u64;
     volume(x)
         .saturating_mul(PER_ELEMENT)
-        .saturating_add(batch * groups * PER_STATISTIC)
+        .saturating_add(batch.saturating_mul(groups).saturating_mul(PER_STATISTIC))
 }
 
 /// LRN (onnx-tool): `out · (4 + 32 + 1 + size)`.

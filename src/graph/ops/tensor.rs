@@ -2,7 +2,9 @@
 //! constants, and control flow (recorded as one opaque node).
 
 use super::{OpDef, Role, no_macs, out_volume, same_as_input, volume};
-use crate::graph::shape::{MAX_TRACKED_VALUES, NodeCtx, TensorInfo, broadcast, norm_axis, strides};
+use crate::graph::shape::{
+    MAX_TRACKED_VALUES, NodeCtx, TensorInfo, broadcast, checked_product, norm_axis, strides,
+};
 use crate::onnx::tensor_values;
 
 macro_rules! op {
@@ -105,7 +107,13 @@ fn infer_flatten(ctx: &NodeCtx) -> Vec<TensorInfo> {
         } else {
             axis
         } as usize;
-        (axis <= x.len()).then(|| vec![x[..axis].iter().product(), x[axis..].iter().product()])
+        if axis > x.len() {
+            return None;
+        }
+        Some(vec![
+            checked_product(&x[..axis])?,
+            checked_product(&x[axis..])?,
+        ])
     });
     reshaped(ctx, shape)
 }
@@ -127,11 +135,12 @@ fn infer_reshape(ctx: &NodeCtx) -> Vec<TensorInfo> {
             })
             .collect();
         if let Some(pos) = out.iter().position(|&d| d == -1) {
-            let known: i64 = out.iter().filter(|&&d| d != -1).product();
+            let rest: Vec<i64> = out.iter().copied().filter(|&d| d != -1).collect();
+            let known = checked_product(&rest)?;
             if known == 0 {
                 return None;
             }
-            out[pos] = x.iter().product::<i64>() / known;
+            out[pos] = checked_product(x)? / known;
         }
         (out.iter().all(|&d| d >= 0) && volume(&out) == volume(x)).then_some(out)
     })();
@@ -191,6 +200,9 @@ fn infer_transpose(ctx: &NodeCtx) -> Vec<TensorInfo> {
                 .collect::<Option<_>>()?,
             _ => (0..x.len()).rev().collect(),
         };
+        if perm.len() != x.len() {
+            return None;
+        }
         let shape: Vec<i64> = perm
             .iter()
             .map(|&p| x.get(p).copied())
@@ -244,7 +256,11 @@ fn gather_values_with(
     for _ in 0..n {
         let mut idx = 0usize;
         for (axis, &stride) in in_strides.iter().enumerate() {
-            idx += usize::try_from(map(&coord, axis)).ok()? * stride;
+            idx = idx.saturating_add(
+                usize::try_from(map(&coord, axis))
+                    .ok()?
+                    .saturating_mul(stride),
+            );
         }
         out.push(*values.get(idx)?);
         for axis in (0..coord.len()).rev() {
@@ -330,7 +346,10 @@ fn infer_range(ctx: &NodeCtx) -> Vec<TensorInfo> {
     let (Some(start), Some(limit), Some(delta)) = (ctx.value(0), ctx.value(1), ctx.value(2)) else {
         return unknown(ctx);
     };
-    let (start, limit, delta) = (start[0], limit[0], delta[0]);
+    let (Some(&start), Some(&limit), Some(&delta)) = (start.first(), limit.first(), delta.first())
+    else {
+        return unknown(ctx);
+    };
     if delta == 0.0 {
         return unknown(ctx);
     }
@@ -358,7 +377,7 @@ fn infer_concat(ctx: &NodeCtx) -> Vec<TensorInfo> {
         out[axis] = shapes
             .iter()
             .map(|s| s.get(axis).copied().unwrap_or(0))
-            .sum();
+            .try_fold(0i64, i64::checked_add)?;
         let value = (first.len() == 1)
             .then(|| {
                 present
@@ -447,6 +466,10 @@ fn slice_ranges(ctx: &NodeCtx, x: &[i64]) -> Option<Vec<(i64, i64, i64)>> {
         if step == 0 {
             return None;
         }
+        if dim <= 0 {
+            ranges[a] = (0, 0, 1);
+            continue;
+        }
         let clamp = |v: i64, lo: i64, hi: i64| {
             let v = if v < 0 { v.saturating_add(dim) } else { v };
             v.clamp(lo, hi)
@@ -468,19 +491,21 @@ fn infer_slice(ctx: &NodeCtx) -> Vec<TensorInfo> {
     let info = (|| {
         let x = ctx.shape(0)?;
         let ranges = slice_ranges(ctx, x)?;
+        // ceil(len / |step|) elements; `start`/`end` are clamped into the dim, so `len` is small.
         let shape: Vec<i64> = ranges
             .iter()
             .map(|&(s, e, st)| {
-                if st > 0 {
-                    ((e - s + st - 1) / st).max(0)
-                } else {
-                    ((s - e - st - 1) / -st).max(0)
-                }
+                let len = (if st > 0 { e - s } else { s - e }).max(0) as u64;
+                len.div_ceil(st.unsigned_abs()) as i64
             })
             .collect();
         // Values of any rank: output coordinate c on an axis reads input coordinate start + c·step.
         let value = ctx.value(0).and_then(|v| {
-            gather_values(v, x, &shape, |axis, c| ranges[axis].0 + c * ranges[axis].2)
+            gather_values(v, x, &shape, |axis, c| {
+                ranges[axis]
+                    .0
+                    .saturating_add(c.saturating_mul(ranges[axis].2))
+            })
         });
         Some(TensorInfo {
             shape: Some(shape),
@@ -528,7 +553,13 @@ fn infer_tile(ctx: &NodeCtx) -> Vec<TensorInfo> {
     let shape = (|| {
         let x = ctx.shape(0)?;
         let reps = ctx.ints(1)?;
-        (reps.len() == x.len()).then(|| x.iter().zip(&reps).map(|(d, r)| d * r).collect())
+        if reps.len() != x.len() {
+            return None;
+        }
+        x.iter()
+            .zip(&reps)
+            .map(|(d, r)| d.checked_mul(*r))
+            .collect()
     })();
     vec![TensorInfo::shaped(shape)]
 }
@@ -557,7 +588,7 @@ fn infer_pad(ctx: &NodeCtx) -> Vec<TensorInfo> {
         }
         let mut out = x.to_vec();
         for (i, &a) in axes.iter().enumerate() {
-            out[a] += pads[i] + pads[i + n];
+            out[a] = out[a].checked_add(pads[i])?.checked_add(pads[i + n])?;
         }
         Some(out)
     })();
@@ -609,8 +640,13 @@ fn infer_depth_to_space(ctx: &NodeCtx) -> Vec<TensorInfo> {
         let &[n, c, h, w] = ctx.shape(0)? else {
             return None;
         };
-        let b = ctx.attr_i("blocksize")?;
-        Some(vec![n, c / (b * b), h * b, w * b])
+        let b = ctx.attr_i("blocksize").filter(|&b| b > 0)?;
+        Some(vec![
+            n,
+            c / b.checked_mul(b)?,
+            h.checked_mul(b)?,
+            w.checked_mul(b)?,
+        ])
     })();
     vec![TensorInfo::shaped(shape)]
 }
@@ -621,7 +657,7 @@ fn infer_space_to_depth(ctx: &NodeCtx) -> Vec<TensorInfo> {
             return None;
         };
         let b = ctx.attr_i("blocksize")?.max(1);
-        Some(vec![n, c * b * b, h / b, w / b])
+        Some(vec![n, c.checked_mul(b)?.checked_mul(b)?, h / b, w / b])
     })();
     vec![TensorInfo::shaped(shape)]
 }
