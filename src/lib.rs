@@ -4,7 +4,7 @@
 //! MACs, canonical hash), [`db`] stores them in PostgreSQL, [`http`] serves the REST API,
 //! [`calibration`] computes calibration metrics, [`stats`] rank statistics, [`predict`] the
 //! accuracy predictor (model, training, serving registry), [`worker`] its training jobs, [`cli`] is the
-//! `archdb` command line.
+//! `archdb` command line, [`mcp`] the MCP server for agents.
 
 pub mod calibration;
 pub mod cli;
@@ -14,6 +14,7 @@ pub mod graph;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod mcp;
 pub mod onnx;
 pub mod predict;
 pub mod stats;

@@ -154,6 +154,9 @@ pub fn app(ctx: ApiContext) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { Error::NotFound("no such route; see /docs for the API".into()) })
         .layer(middleware::from_fn_with_state(ctx.clone(), require_token))
+        // After the token layer: each MCP tool call is replayed through the routes above, which
+        // apply the token rule per call (reads open, writes need the token).
+        .route_service("/mcp", crate::mcp::http_service(ctx.clone()))
         .layer(DefaultBodyLimit::max(config.max_upload_bytes))
         .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(config.request_timeout_secs)))
