@@ -35,6 +35,8 @@ const SEARCH_LIMIT: i64 = 10;
 const RESULT_ROWS: i64 = 20;
 /// Most rows `query_results` returns; bulk reads belong to `GET /v1/results?format=csv`.
 const MAX_RESULT_ROWS: i64 = 1000;
+/// Rows `query_results` counts to say how many it left out; above, it says "over".
+const COUNT_CAP: u64 = 10_000;
 /// Most architectures per `predict_accuracy` call (each answer carries its neighbours).
 const MAX_PREDICT: usize = 100;
 /// Lines of a list in a text rendering.
@@ -585,10 +587,10 @@ async fn query_results(mut args: Map<String, Value>, rest: &Rest) -> Result<Answ
     args.insert("max_rows".into(), max_rows.into());
     let rows = rest.get(&uri("/v1/results", &args)?).await?;
     let returned = rows.as_array().map_or(0, Vec::len) as u64;
-    // A full page may hide more rows: count them, streaming, without keeping them.
+    // A full page may hide more rows: count them (up to COUNT_CAP), streaming, keeping none.
     let total = if returned == max_rows as u64 {
         let mut count = args.clone();
-        count.remove("max_rows");
+        count.insert("max_rows".into(), (COUNT_CAP + 1).into());
         count.insert("include_prm".into(), false.into());
         count.remove("prm_as_columns");
         count.insert("format".into(), "jsonl".into());
@@ -596,11 +598,16 @@ async fn query_results(mut args: Map<String, Value>, rest: &Rest) -> Result<Answ
     } else {
         returned
     };
-    let mut text = format!("{returned} of {total} matching rows");
+    let mut text = if total > COUNT_CAP {
+        format!("{returned} of over {COUNT_CAP} matching rows")
+    } else {
+        format!("{returned} of {total} matching rows")
+    };
     if total > returned {
         text.push_str(&format!(
-            " ({} left out: raise max_rows, up to {MAX_RESULT_ROWS}, or narrow the filters, e.g. nn, epoch, unique_nn=true)",
-            total - returned
+            " ({}{} left out: raise max_rows, up to {MAX_RESULT_ROWS}, or narrow the filters, e.g. nn, epoch, unique_nn=true)",
+            if total > COUNT_CAP { "over " } else { "" },
+            total.min(COUNT_CAP) - returned
         ));
     }
     text.push_str(":\n");
@@ -662,10 +669,7 @@ async fn compare(args: &Map<String, Value>, rest: &Rest) -> Result<Answer, Failu
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            let mut predicted = predictions.get(i).cloned().unwrap_or(Value::Null);
-            if let Some(p) = predicted.as_object_mut() {
-                p.remove("nearest");
-            }
+            let predicted = predictions.get(i).cloned().unwrap_or(Value::Null);
             json!({
                 "id": a["id"], "name": a["name"], "family": a["family"], "params": a["params"], "macs": a["macs"],
                 "depth": a["depth"], "num_nodes": a["num_nodes"],
