@@ -431,12 +431,8 @@ pub async fn run(cli: Cli) -> Result<()> {
 fn seed_in_background(pool: &sqlx::PgPool, seed_dir: PathBuf) {
     let pool = pool.clone();
     tokio::spawn(async move {
-        match crate::import::seed::seed_if_empty(
-            &pool,
-            &seed_dir,
-            crate::import::stderr_progress(),
-        )
-        .await
+        match crate::import::seed::seed_if_empty(&pool, &seed_dir, crate::import::stderr_progress())
+            .await
         {
             Ok(done) if !done.is_empty() => {
                 tracing::info!(imports = done.len(), "starter data loaded")

@@ -102,7 +102,12 @@ impl ServerHandler for ArchdbMcp {
                 result
             }
             Err(failure) => {
-                tracing::info!(tool = kind.name(), status = failure.status(), detail = failure.detail(), "MCP tool call refused");
+                tracing::info!(
+                    tool = kind.name(),
+                    status = failure.status(),
+                    detail = failure.detail(),
+                    "MCP tool call refused"
+                );
                 CallToolResult::error(vec![ContentBlock::text(format!(
                     "{} failed ({} {}): {}\nHow to fix: {}\nProblem: {}",
                     kind.name(),

@@ -131,8 +131,7 @@ impl Rest {
         let mut stream = body.into_data_stream();
         let mut lines = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| Failure::invalid(format!("reading {uri}: {e}"), ""))?;
+            let chunk = chunk.map_err(|e| Failure::invalid(format!("reading {uri}: {e}"), ""))?;
             lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
         }
         Ok(lines)
@@ -156,7 +155,9 @@ pub fn uri(path: &str, query: &Map<String, Value>) -> Result<String, Failure> {
                 Value::Bool(b) => b.to_string(),
                 _ => {
                     return Err(Failure::invalid(
-                        format!("argument `{name}` must be a string, number or boolean, or a list of them"),
+                        format!(
+                            "argument `{name}` must be a string, number or boolean, or a list of them"
+                        ),
                         "pass scalar values as the tool's inputSchema shows",
                     ));
                 }
@@ -185,7 +186,10 @@ mod tests {
     fn lists_repeat_and_nulls_vanish_in_query_strings() {
         let args = json!({"op": ["Conv", "ReLU"], "limit": 5, "family": null, "unique_nn": true, "nn_prefix": "rag-"});
         let uri = uri("/v1/x", args.as_object().unwrap()).unwrap();
-        assert_eq!(uri, "/v1/x?limit=5&nn_prefix=rag-&op=Conv&op=ReLU&unique_nn=true");
+        assert_eq!(
+            uri,
+            "/v1/x?limit=5&nn_prefix=rag-&op=Conv&op=ReLU&unique_nn=true"
+        );
         assert_eq!(uri_of(json!({})), "/v1/x");
         assert!(super::uri("/v1/x", json!({"a": {"b": 1}}).as_object().unwrap()).is_err());
         assert_eq!(segment("|a~0|+|b~1|"), "%7Ca%7E0%7C%2B%7Cb%7E1%7C");

@@ -15,7 +15,10 @@ const COMPONENTS: &str = "#/components/schemas/";
 
 fn operation(method: &str, path: &str) -> &'static Value {
     let op = &SPEC["paths"][path][method];
-    assert!(op.is_object(), "{method} {path} is not in the OpenAPI document");
+    assert!(
+        op.is_object(),
+        "{method} {path} is not in the OpenAPI document"
+    );
     op
 }
 
@@ -65,7 +68,10 @@ fn merge_object(schema: &Value, properties: &mut Map<String, Value>, required: &
 }
 
 fn resolve(schema: &Value) -> &Value {
-    match schema["$ref"].as_str().and_then(|r| r.strip_prefix(COMPONENTS)) {
+    match schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix(COMPONENTS))
+    {
         Some(name) => &SPEC["components"]["schemas"][name],
         None => schema,
     }
@@ -76,7 +82,10 @@ fn resolve(schema: &Value) -> &Value {
 pub fn response(method: &str, path: &str, status: u16) -> Value {
     let schema = &operation(method, path)["responses"][status.to_string()]["content"]["application/json"]
         ["schema"];
-    assert!(schema.is_object(), "{method} {path} has no JSON {status} answer");
+    assert!(
+        schema.is_object(),
+        "{method} {path} has no JSON {status} answer"
+    );
     let root = if schema["type"] == "array" {
         object(
             Map::from_iter([("result".to_string(), schema.clone())]),
@@ -154,7 +163,10 @@ mod tests {
     fn output_schemas_are_objects_with_every_reference_defined() {
         let page = response("get", "/v1/architectures", 200);
         assert_eq!(page["type"], "object");
-        assert_eq!(page["properties"]["items"]["items"]["$ref"], "#/$defs/Architecture");
+        assert_eq!(
+            page["properties"]["items"]["items"]["$ref"],
+            "#/$defs/Architecture"
+        );
         assert!(page["$defs"]["Architecture"].is_object());
         let listed = response("get", "/v1/benchmarks", 200);
         assert_eq!(listed["required"], json!(["result"]));
@@ -169,7 +181,12 @@ mod tests {
         let q = query_params("get", "/v1/results", &["format"]);
         assert!(q.contains_key("only_best_accuracy") && !q.contains_key("format"));
         assert_eq!(q["dataset"]["type"], "array");
-        assert!(q["max_rows"]["description"].as_str().unwrap().contains("rows"));
+        assert!(
+            q["max_rows"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("rows")
+        );
         let (body, required) = body_properties("post", "/v1/calibration/compute");
         assert!(body.contains_key("probs") && body.contains_key("bins"));
         assert_eq!(required, vec!["labels".to_string()]);

@@ -135,7 +135,10 @@ impl ToolKind {
             ToolKind::GetArchitecture => schema::object(
                 props(vec![
                     ("id", id()),
-                    ("variant", json!({"type": "string", "description": "Text encoding of the graph (GET /v1/architectures/{id}/text?variant=…): chain_slim (default) or another ONNX-Net variant, or cg."})),
+                    (
+                        "variant",
+                        json!({"type": "string", "description": "Text encoding of the graph (GET /v1/architectures/{id}/text?variant=…): chain_slim (default) or another ONNX-Net variant, or cg."}),
+                    ),
                 ]),
                 &["id"],
             ),
@@ -303,7 +306,11 @@ pub struct Answer {
 }
 
 /// Runs a tool; a failure carries its problem document and how to fix the call.
-pub async fn call(kind: ToolKind, args: Map<String, Value>, rest: &Rest) -> Result<Answer, Failure> {
+pub async fn call(
+    kind: ToolKind,
+    args: Map<String, Value>,
+    rest: &Rest,
+) -> Result<Answer, Failure> {
     check_arguments(kind, &args)?;
     run(kind, args, rest).await.map_err(|mut f| {
         if f.hint.is_empty() {
@@ -316,7 +323,10 @@ pub async fn call(kind: ToolKind, args: Map<String, Value>, rest: &Rest) -> Resu
 /// Refuses unknown and missing arguments before anything runs (a typo would silently widen a
 /// query).
 fn check_arguments(kind: ToolKind, args: &Map<String, Value>) -> Result<(), Failure> {
-    let tool = &catalog()[ToolKind::ALL.iter().position(|&t| t == kind).expect("listed")];
+    let tool = &catalog()[ToolKind::ALL
+        .iter()
+        .position(|&t| t == kind)
+        .expect("listed")];
     let schema = &tool.input_schema;
     let known: Vec<&str> = schema["properties"]
         .as_object()
@@ -410,13 +420,22 @@ async fn run(kind: ToolKind, mut args: Map<String, Value>, rest: &Rest) -> Resul
             }
             let mut text = architecture_line(&detail);
             match rest
-                .send(Method::GET, &uri(&format!("/v1/architectures/{id}/text"), &query)?, Payload::Empty)
+                .send(
+                    Method::GET,
+                    &uri(&format!("/v1/architectures/{id}/text"), &query)?,
+                    Payload::Empty,
+                )
                 .await
             {
                 Ok((_, body)) => {
-                    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+                    let bytes = axum::body::to_bytes(body, usize::MAX)
+                        .await
+                        .unwrap_or_default();
                     let form = match serde_json::from_slice::<Value>(&bytes) {
-                        Ok(Value::Object(o)) => o.get("text").map_or_else(|| Value::Object(o.clone()).to_string(), |t| t.as_str().unwrap_or_default().to_string()),
+                        Ok(Value::Object(o)) => o.get("text").map_or_else(
+                            || Value::Object(o.clone()).to_string(),
+                            |t| t.as_str().unwrap_or_default().to_string(),
+                        ),
                         _ => String::from_utf8_lossy(&bytes).into_owned(),
                     };
                     text.push_str(&format!("\n\nGraph as text:\n{form}"));
@@ -433,9 +452,16 @@ async fn run(kind: ToolKind, mut args: Map<String, Value>, rest: &Rest) -> Resul
         }
         ToolKind::CompareArchitectures => compare(&args, rest).await,
         ToolKind::AddArchitecture => {
-            let onnx = decode_base64(&args.remove("onnx_base64").unwrap_or_default(), "onnx_base64")?;
+            let onnx = decode_base64(
+                &args.remove("onnx_base64").unwrap_or_default(),
+                "onnx_base64",
+            )?;
             let (status, arch) = rest
-                .json(Method::POST, &uri("/v1/architectures", &args)?, Payload::Onnx(onnx))
+                .json(
+                    Method::POST,
+                    &uri("/v1/architectures", &args)?,
+                    Payload::Onnx(onnx),
+                )
                 .await?;
             let verdict = if status == StatusCode::CREATED {
                 "Stored as a new architecture"
@@ -468,12 +494,24 @@ async fn run(kind: ToolKind, mut args: Map<String, Value>, rest: &Rest) -> Resul
                 query.insert("nearest".into(), n);
             }
             let (_, answer) = rest
-                .json(Method::POST, &uri("/v1/predictions", &query)?, Payload::Json(Value::Object(args)))
+                .json(
+                    Method::POST,
+                    &uri("/v1/predictions", &query)?,
+                    Payload::Json(Value::Object(args)),
+                )
                 .await?;
             let mut text = String::new();
             for result in answer["results"].as_array().into_iter().flatten() {
-                text.push_str(&format!("Predictor {} ({}):\n", result["predictor_id"], target(&result["target"])));
-                text.push_str(&lines(&result["predictions"], "predictions", prediction_line));
+                text.push_str(&format!(
+                    "Predictor {} ({}):\n",
+                    result["predictor_id"],
+                    target(&result["target"])
+                ));
+                text.push_str(&lines(
+                    &result["predictions"],
+                    "predictions",
+                    prediction_line,
+                ));
                 text.push('\n');
             }
             Ok(Answer {
@@ -546,7 +584,11 @@ async fn run(kind: ToolKind, mut args: Map<String, Value>, rest: &Rest) -> Resul
         }
         ToolKind::ComputeCalibration => {
             let (_, report) = rest
-                .json(Method::POST, "/v1/calibration/compute", Payload::Json(Value::Object(args)))
+                .json(
+                    Method::POST,
+                    "/v1/calibration/compute",
+                    Payload::Json(Value::Object(args)),
+                )
                 .await?;
             let set = |s: &Value| {
                 format!(
@@ -577,12 +619,17 @@ async fn run(kind: ToolKind, mut args: Map<String, Value>, rest: &Rest) -> Resul
 async fn query_results(mut args: Map<String, Value>, rest: &Rest) -> Result<Answer, Failure> {
     let max_rows = match args.get("max_rows") {
         None | Some(Value::Null) => RESULT_ROWS,
-        Some(v) => v.as_i64().filter(|n| (1..=MAX_RESULT_ROWS).contains(n)).ok_or_else(|| {
-            Failure::invalid(
-                format!("max_rows must be an integer from 1 to {MAX_RESULT_ROWS} here, got {v}"),
-                "for bulk reads use GET /v1/results?format=csv outside MCP",
-            )
-        })?,
+        Some(v) => v
+            .as_i64()
+            .filter(|n| (1..=MAX_RESULT_ROWS).contains(n))
+            .ok_or_else(|| {
+                Failure::invalid(
+                    format!(
+                        "max_rows must be an integer from 1 to {MAX_RESULT_ROWS} here, got {v}"
+                    ),
+                    "for bulk reads use GET /v1/results?format=csv outside MCP",
+                )
+            })?,
     };
     args.insert("max_rows".into(), max_rows.into());
     let rows = rest.get(&uri("/v1/results", &args)?).await?;
@@ -699,7 +746,10 @@ async fn compare(args: &Map<String, Value>, rest: &Rest) -> Result<Answer, Failu
         .collect();
     let mut text = lines(&json!(rows), "architectures", |r| {
         let predicted = match r["predicted"]["accuracy"].as_f64() {
-            Some(a) => format!("predicted {a:.2} ± {:.2}", r["predicted"]["std"].as_f64().unwrap_or(0.0)),
+            Some(a) => format!(
+                "predicted {a:.2} ± {:.2}",
+                r["predicted"]["std"].as_f64().unwrap_or(0.0)
+            ),
             None => "no prediction".into(),
         };
         format!(
@@ -714,7 +764,10 @@ async fn compare(args: &Map<String, Value>, rest: &Rest) -> Result<Answer, Failu
         )
     });
     if !differences.is_empty() {
-        text.push_str(&format!("\nOp counts that differ: {}", Value::Object(differences.clone())));
+        text.push_str(&format!(
+            "\nOp counts that differ: {}",
+            Value::Object(differences.clone())
+        ));
     }
     if let Some(n) = note.as_str() {
         text.push_str(&format!("\nNo predictions: {n}"));
@@ -730,14 +783,20 @@ async fn rank(mut args: Map<String, Value>, rest: &Rest) -> Result<Answer, Failu
         match args.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v.as_i64().filter(|n| *n >= 0).map(Some).ok_or_else(|| {
-                Failure::invalid(format!("{name} must be a non-negative integer"), format!("pass e.g. {name}=1000000"))
+                Failure::invalid(
+                    format!("{name} must be a non-negative integer"),
+                    format!("pass e.g. {name}=1000000"),
+                )
             }),
         }
     };
     let (max_params, max_macs) = (limit("max_params", &args)?, limit("max_macs", &args)?);
     let top_k = limit("top_k", &args)?.unwrap_or(10);
     if !(1..=100).contains(&top_k) {
-        return Err(Failure::invalid("top_k must be from 1 to 100", "pass e.g. top_k=10"));
+        return Err(Failure::invalid(
+            "top_k must be from 1 to 100",
+            "pass e.g. top_k=10",
+        ));
     }
     for name in ["max_params", "max_macs", "top_k"] {
         args.remove(name);
@@ -745,7 +804,13 @@ async fn rank(mut args: Map<String, Value>, rest: &Rest) -> Result<Answer, Failu
     // What each input position was, to name the candidates in the answer.
     let mut given: Vec<(&str, Value)> = Vec::new();
     for key in ["architecture_ids", "nb201", "onnx_base64"] {
-        for (i, v) in args.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, v) in args
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             given.push(match key {
                 "architecture_ids" => ("architecture_id", v.clone()),
                 "nb201" => ("nb201", v.clone()),
@@ -754,10 +819,17 @@ async fn rank(mut args: Map<String, Value>, rest: &Rest) -> Result<Answer, Failu
         }
     }
     let (_, answer) = rest
-        .json(Method::POST, "/v1/predictions?nearest=0", Payload::Json(Value::Object(args)))
+        .json(
+            Method::POST,
+            "/v1/predictions?nearest=0",
+            Payload::Json(Value::Object(args)),
+        )
         .await?;
     let result = &answer["results"][0];
-    let predictions = result["predictions"].as_array().cloned().unwrap_or_default();
+    let predictions = result["predictions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let candidates = predictions.len();
     let mut within: Vec<Value> = predictions
         .into_iter()
@@ -815,7 +887,9 @@ async fn rank(mut args: Map<String, Value>, rest: &Rest) -> Result<Answer, Failu
         )
     }));
     if omitted > 0 {
-        text.push_str(&format!("\n{omitted} more within budget were left out (raise top_k, up to 100)."));
+        text.push_str(&format!(
+            "\n{omitted} more within budget were left out (raise top_k, up to 100)."
+        ));
     }
     Ok(Answer {
         structured: json!({
@@ -896,7 +970,13 @@ fn prediction_line(p: &Value) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|n| format!("{} ({})", n["architecture_id"], number(&n["measured_accuracy"])))
+        .map(|n| {
+            format!(
+                "{} ({})",
+                n["architecture_id"],
+                number(&n["measured_accuracy"])
+            )
+        })
         .collect::<Vec<_>>();
     let mut line = format!(
         "input {}{}: {:.2} ± {:.2} (ood {:.2}), {} params, {} MACs",
@@ -917,7 +997,10 @@ fn prediction_line(p: &Value) -> String {
 }
 
 fn nb201_text(cell: &Value) -> String {
-    let figures = cell["figures"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let figures = cell["figures"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let budget = figures
         .iter()
         .filter(|f| f["metric"] == "acc")
@@ -1018,17 +1101,28 @@ mod tests {
 
     #[test]
     fn inputs_are_the_rest_names() {
-        let props = |k: ToolKind| catalog()[ToolKind::ALL.iter().position(|&t| t == k).unwrap()]
+        let props = |k: ToolKind| {
+            catalog()[ToolKind::ALL.iter().position(|&t| t == k).unwrap()]
             .input_schema["properties"]
             .as_object()
             .unwrap()
             .keys()
             .cloned()
-            .collect::<Vec<_>>();
-        assert_eq!(props(ToolKind::AddArchitecture), ["family", "name", "onnx_base64", "source"]);
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            props(ToolKind::AddArchitecture),
+            ["family", "name", "onnx_base64", "source"]
+        );
         assert_eq!(
             props(ToolKind::PredictAccuracy),
-            ["architecture_ids", "nb201", "nearest", "onnx_base64", "targets"]
+            [
+                "architecture_ids",
+                "nb201",
+                "nearest",
+                "onnx_base64",
+                "targets"
+            ]
         );
         assert!(props(ToolKind::QueryResults).contains(&"only_best_accuracy".to_string()));
         assert_eq!(props(ToolKind::Nb201Lookup), ["cell"]);
@@ -1037,9 +1131,16 @@ mod tests {
     #[test]
     fn unknown_and_missing_arguments_are_refused_with_the_fix() {
         let args = |v: Value| v.as_object().unwrap().clone();
-        let e = check_arguments(ToolKind::GetArchitecture, &args(json!({"id": 1, "ident": 2}))).unwrap_err();
+        let e = check_arguments(
+            ToolKind::GetArchitecture,
+            &args(json!({"id": 1, "ident": 2})),
+        )
+        .unwrap_err();
         assert_eq!(e.status(), 400);
-        assert!(e.detail().contains("`ident`") && e.hint.contains("id, variant"), "{e:?}");
+        assert!(
+            e.detail().contains("`ident`") && e.hint.contains("id, variant"),
+            "{e:?}"
+        );
         let e = check_arguments(ToolKind::Nb201Lookup, &args(json!({}))).unwrap_err();
         assert!(e.detail().contains("`cell`"), "{e:?}");
         assert!(check_arguments(ToolKind::Nb201Lookup, &args(json!({"cell": 5}))).is_ok());

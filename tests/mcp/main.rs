@@ -108,7 +108,10 @@ async fn the_python_sdk_client_gets_the_rest_answers_over_stdio_and_http() {
     let out = tokio::process::Command::new(&python)
         .arg(&script)
         .env("ARCHDB_URL", format!("http://127.0.0.1:{port}"))
-        .env("ARCHDB_GUARDED_URL", format!("http://127.0.0.1:{guarded_port}"))
+        .env(
+            "ARCHDB_GUARDED_URL",
+            format!("http://127.0.0.1:{guarded_port}"),
+        )
         .env("ARCHDB_TOKEN", token)
         .env("ARCHDB_BIN", env!("CARGO_BIN_EXE_archdb"))
         .env("DATABASE_URL", &url)
