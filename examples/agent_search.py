@@ -17,6 +17,7 @@ and an active NB201 CIFAR-10 predictor (the bundled one). Results: docs/agents.m
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 
@@ -62,10 +63,10 @@ async def lookup(client, cell):
 async def guided(client, rng, lookups, proposals):
     seen, best = {}, None
     for _ in range(lookups):
-        candidates = {random_cell(rng) for _ in range(proposals // 2)}
+        proposed = [random_cell(rng) for _ in range(proposals // 2)]
         if best is not None:
-            candidates |= {mutate(best, rng) for _ in range(proposals // 2)}
-        candidates = [c for c in candidates if c not in seen]
+            proposed += [mutate(best, rng) for _ in range(proposals // 2)]
+        candidates = [c for c in dict.fromkeys(proposed) if c not in seen]
         ranked = await tool(client, "rank_candidates",
                             {"nb201": [arch_string(c) for c in candidates], "top_k": 1})
         choice = candidates[ranked["ranked"][0]["input"]]
@@ -89,7 +90,9 @@ async def main():
     parser.add_argument("--lookups", type=int, default=10, help="true lookups per search")
     parser.add_argument("--proposals", type=int, default=200, help="candidates ranked per round")
     args = parser.parse_args()
-    server = args.url or StdioServerParameters(command=args.command, args=["mcp", "--no-seed"])
+    # stdio: `archdb mcp` on the database this environment names.
+    env = {k: os.environ[k] for k in ("DATABASE_URL", "ARCHDB_DATA_DIR") if k in os.environ}
+    server = args.url or StdioServerParameters(command=args.command, args=["mcp", "--no-seed"], env=env)
     async with Client(server) as client:
         # The best of the 15,625 cells on CIFAR-10 test (NATS-Bench: cell 6111).
         optimum = await lookup(client, 6111)

@@ -35,6 +35,9 @@ const SEARCH_LIMIT: i64 = 10;
 const RESULT_ROWS: i64 = 20;
 /// Most rows `query_results` returns; bulk reads belong to `GET /v1/results?format=csv`.
 const MAX_RESULT_ROWS: i64 = 1000;
+/// How to get the rows `query_results` left out.
+const MORE_ROWS: &str =
+    "raise max_rows, up to 1000, or narrow the filters, e.g. nn, epoch, unique_nn=true";
 /// Rows `query_results` counts to say how many it left out; above, it says "over".
 const COUNT_CAP: u64 = 10_000;
 /// Most architectures per `predict_accuracy` call (each answer carries its neighbours).
@@ -646,17 +649,15 @@ async fn query_results(mut args: Map<String, Value>, rest: &Rest) -> Result<Answ
         returned
     };
     let mut text = if total > COUNT_CAP {
-        format!("{returned} of over {COUNT_CAP} matching rows")
+        format!("{returned} of over {COUNT_CAP} matching rows (the rest left out: {MORE_ROWS})")
+    } else if total > returned {
+        format!(
+            "{returned} of {total} matching rows ({} left out: {MORE_ROWS})",
+            total - returned
+        )
     } else {
-        format!("{returned} of {total} matching rows")
+        format!("{returned} matching rows")
     };
-    if total > returned {
-        text.push_str(&format!(
-            " ({}{} left out: raise max_rows, up to {MAX_RESULT_ROWS}, or narrow the filters, e.g. nn, epoch, unique_nn=true)",
-            if total > COUNT_CAP { "over " } else { "" },
-            total.min(COUNT_CAP) - returned
-        ));
-    }
     text.push_str(":\n");
     text.push_str(&lines(&rows, "rows", |r| {
         format!(
