@@ -5,7 +5,7 @@
 //! [`calibration`] computes calibration metrics, [`stats`] rank statistics, [`predict`] the
 //! accuracy predictors (models and serving registry), [`training`] trains, evaluates and registers
 //! them against the database, [`worker`] runs its queued jobs, [`cli`] is the `archdb` command
-//! line.
+//! line, [`mcp`] the MCP server for agents.
 
 pub mod calibration;
 pub mod cli;
@@ -16,6 +16,7 @@ pub mod graph;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod mcp;
 pub mod onnx;
 pub mod predict;
 pub mod stats;

@@ -37,6 +37,18 @@ pub enum Command {
         #[arg(long, env = "ARCHDB_SEED_DIR", default_value = "data")]
         seed_dir: PathBuf,
     },
+    /// Serve the MCP tools for agents over stdin/stdout (the same tools as /mcp of `serve`;
+    /// docs/agents.md), on the same database settings as `serve`. Logs go to stderr.
+    Mcp {
+        #[command(flatten)]
+        db: DbConfig,
+        /// Do not load the bundled starter data into an empty database.
+        #[arg(long)]
+        no_seed: bool,
+        /// Where the bundled starter data are (the repository's `data/`).
+        #[arg(long, env = "ARCHDB_SEED_DIR", default_value = "data")]
+        seed_dir: PathBuf,
+    },
     /// Create the database if needed and run the migrations, then exit.
     Migrate {
         #[command(flatten)]
@@ -255,36 +267,24 @@ pub async fn run(cli: Cli) -> Result<()> {
             config.check()?;
             let database = Database::connect(&db).await?;
             if !no_seed {
-                // The API answers at once; the starter data arrive as each import commits.
-                let pool = database.pool.clone();
-                tokio::spawn(async move {
-                    match crate::import::seed::seed_if_empty(
-                        &pool,
-                        &seed_dir,
-                        crate::import::stderr_progress(),
-                    )
-                    .await
-                    {
-                        Ok(done) if !done.is_empty() => {
-                            tracing::info!(imports = done.len(), "starter data loaded")
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::error!("loading starter data failed: {e:#}"),
-                    }
-                    let bundled = seed_dir.join("predictor");
-                    match crate::training::register_bundled(&pool, &bundled).await {
-                        Ok(ids) if !ids.is_empty() => {
-                            tracing::info!(?ids, "bundled predictors registered")
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!("registering the bundled predictor failed: {e:#}")
-                        }
-                    }
-                });
+                seed_in_background(&database.pool, seed_dir);
             }
             let ctx = ApiContext::new(database.pool.clone(), config).await;
             let served = http::serve(ctx).await;
+            database.close().await;
+            served
+        }
+        Command::Mcp {
+            db,
+            no_seed,
+            seed_dir,
+        } => {
+            let database = Database::connect(&db).await?;
+            if !no_seed {
+                seed_in_background(&database.pool, seed_dir);
+            }
+            let ctx = ApiContext::new(database.pool.clone(), ServeConfig::default()).await;
+            let served = crate::mcp::serve_stdio(ctx).await;
             database.close().await;
             served
         }
@@ -533,6 +533,33 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Loads the bundled starter data into an empty database and registers the bundled predictor,
+/// in the background: the caller answers at once, the data arrive as each import commits.
+fn seed_in_background(pool: &sqlx::PgPool, seed_dir: PathBuf) {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        match crate::import::seed::seed_if_empty(&pool, &seed_dir, crate::import::stderr_progress())
+            .await
+        {
+            Ok(done) if !done.is_empty() => {
+                tracing::info!(imports = done.len(), "starter data loaded")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("loading starter data failed: {e:#}"),
+        }
+        let bundled = seed_dir.join("predictor");
+        match crate::training::register_bundled(&pool, &bundled).await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(?ids, "bundled predictors registered")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("registering the bundled predictor failed: {e:#}")
+            }
+        }
+    });
 }
 
 /// Runs `work` on the database, then closes it (stopping an embedded cluster) whatever the

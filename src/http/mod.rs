@@ -270,6 +270,9 @@ pub fn app(ctx: ApiContext) -> Router {
         .layer(middleware::from_fn_with_state(ctx.clone(), server::heavy_gate))
         .layer(middleware::from_fn(auth::reject_cross_site))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth::authorize))
+        // After the auth layers: each MCP tool call is replayed through the routes above, which
+        // apply the token rule per call (reads open, writes need the token).
+        .route_service("/mcp", crate::mcp::http_service(ctx.clone()))
         .layer(DefaultBodyLimit::max(config.max_upload_bytes))
         .layer(middleware::from_fn_with_state(ctx.clone(), server::body_deadline))
         .layer(axum::Extension(MaxBody(config.max_upload_bytes)))
