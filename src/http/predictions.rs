@@ -28,6 +28,9 @@ use crate::predict::registry::{Loaded, Neighbour};
 
 /// Most architectures in one request.
 pub const MAX_BATCH: usize = 10_000;
+/// Most ONNX uploads in one JSON request (each is parsed into a graph in memory; the body
+/// limit bounds their bytes).
+pub const MAX_UPLOADS: usize = 1_000;
 /// Most nearest neighbours per prediction.
 const MAX_NEAREST: usize = 50;
 
@@ -88,12 +91,14 @@ struct PredictionRequest {
     #[serde(default)]
     #[schema(value_type = Vec<Object>, example = json!([6111, "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"]))]
     nb201: Vec<Nb201Cell>,
-    /// ONNX models, base64.
+    /// ONNX models, base64 (at most 1,000).
     #[serde(default)]
+    #[schema(max_items = 1000)]
     onnx_base64: Vec<String>,
     /// What to predict, answered one `results` entry per target in this order (at most 1,000).
     /// Default: every active benchmark predictor, then LEMUR CIFAR-10 under its typical recipe.
     #[serde(default)]
+    #[schema(max_items = 1000, min_items = 1)]
     targets: Option<Vec<TargetRequest>>,
 }
 
@@ -387,6 +392,13 @@ async fn predict(
         if total > MAX_BATCH {
             return Err(Error::Unprocessable(format!(
                 "{total} architectures; at most {MAX_BATCH} per request"
+            )));
+        }
+        if body.onnx_base64.len() > MAX_UPLOADS {
+            return Err(Error::Unprocessable(format!(
+                "{} ONNX uploads; at most {MAX_UPLOADS} per request (store them with \
+                 POST /v1/architectures and predict by architecture_ids)",
+                body.onnx_base64.len()
             )));
         }
         // Targets are checked before any architecture is parsed.

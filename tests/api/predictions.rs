@@ -368,6 +368,7 @@ async fn malformed_prediction_requests_get_problem_details() {
         (json!({"onnx_base64": ["%%% not base64"]}), 400),
         (json!({"onnx_base64": [base64_encode(b"not a model")]}), 400),
         (json!({"architecture_ids": vec![1; 10_001]}), 422),
+        (json!({"onnx_base64": vec!["AA=="; 1_001]}), 422),
         (json!({"nb201": [0], "surprise": true}), 422),
         (
             json!({"nb201": [0], "targets": [{"dataset": "imagenet"}]}),
