@@ -117,6 +117,9 @@ struct NearestMeasured {
     /// Its name in its benchmark (recipe predictor: the LEMUR model).
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    /// The dataset it was measured on (recipe predictor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataset: Option<String>,
     /// Its measured value of the target (recipe predictor: its best accuracy over all trials).
     measured_accuracy: f64,
     /// Distance in the predictor's feature space.
@@ -514,6 +517,11 @@ fn answer(
                 .collect();
             let answers =
                 predictor.predict(&descriptors, &[(dataset, recipe.clone(), outside)], nearest);
+            let mut warnings = warnings;
+            let out = answers.iter().filter(|p| !p.warnings.is_empty()).count();
+            if let Some(first) = answers.iter().find_map(|p| p.warnings.first()) {
+                warnings.push(format!("{out} of {} architectures: {first}", answers.len()));
+            }
             let predictions = items
                 .iter()
                 .zip(answers)
@@ -535,6 +543,7 @@ fn answer(
                                 .get(&lemur_alias(&n.name, &n.dataset))
                                 .copied(),
                             name: Some(n.name),
+                            dataset: Some(n.dataset),
                             measured_accuracy: n.best_accuracy,
                             distance: n.distance,
                         })
@@ -595,7 +604,7 @@ fn answer_graph(
         .map_err(|e| Error::Unprocessable(format!("cannot predict: {e}")))?;
     let mut computed = todo.into_iter().zip(computed).collect::<HashMap<_, _>>();
     let upper = loaded.index.upper_bound;
-    let [lo_residual, hi_residual] = loaded.index.residual_quantiles;
+    let residuals = loaded.index.residual_quantiles;
     Ok(items
         .iter()
         .enumerate()
@@ -632,6 +641,8 @@ fn answer_graph(
             } else {
                 upper / 2.0
             };
+            // Too few measured architectures for residuals: ±1.645 ensemble spreads.
+            let [lo_residual, hi_residual] = residuals.unwrap_or([-1.645 * std, 1.645 * std]);
             let interval = [
                 (accuracy + widen * lo_residual).clamp(0.0, upper),
                 (accuracy + widen * hi_residual).clamp(0.0, upper),
@@ -652,6 +663,7 @@ fn answer_graph(
                     .map(|n| NearestMeasured {
                         architecture_id: Some(n.architecture_id),
                         name: None,
+                        dataset: None,
                         measured_accuracy: n.measured_accuracy,
                         distance: n.distance,
                     })

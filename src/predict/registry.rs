@@ -14,6 +14,9 @@ use utoipa::ToSchema;
 use super::{Backend, Predictor};
 use crate::db::predictors::{self, CHANNEL, IndexRow, Target};
 
+/// Fewest measured architectures whose residuals make an interval.
+pub const MIN_RESIDUALS: usize = 30;
+
 /// A loaded predictor and its index.
 pub struct Loaded {
     pub id: i64,
@@ -59,8 +62,9 @@ pub struct NearestIndex {
     embeddings: Vec<f32>,
     dim: usize,
     /// 5 % and 95 % quantiles of `measured − predicted` over the indexed architectures (most of
-    /// them held out of training): the 90 % interval of an in-domain prediction.
-    pub residual_quantiles: [f64; 2],
+    /// them held out of training): the 90 % interval of an in-domain prediction. `None` below
+    /// [`MIN_RESIDUALS`] measured architectures (the interval then comes from the ensemble).
+    pub residual_quantiles: Option<[f64; 2]>,
     /// Upper end of the target's range: 1 when every measured value is a fraction, else 100.
     pub upper_bound: f64,
     /// Architectures deleted since the index was loaded: never answered or named again.
@@ -93,7 +97,7 @@ impl NearestIndex {
             100.0
         };
         Self {
-            residual_quantiles: [at(0.05), at(0.95)],
+            residual_quantiles: (rows.len() >= MIN_RESIDUALS).then(|| [at(0.05), at(0.95)]),
             upper_bound,
             deleted: RwLock::default(),
             rows,

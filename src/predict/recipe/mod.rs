@@ -19,7 +19,7 @@
 pub mod lemur;
 pub mod train;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use perpetual::objective::Objective;
 use perpetual::{Matrix, PerpetualBooster};
@@ -563,13 +563,20 @@ pub struct GraphSpace<'a> {
 }
 
 impl GraphSpace<'_> {
-    /// The `k` nearest known graphs of `descriptor` (deduplicated by name), nearest first.
-    pub fn nearest(&self, descriptor: &GraphDescriptor, k: usize) -> Vec<(usize, f64)> {
+    /// The `k` nearest known graphs of `descriptor` among those measured on `dataset` (all
+    /// datasets when `None`), nearest first.
+    pub fn nearest(
+        &self,
+        descriptor: &GraphDescriptor,
+        k: usize,
+        dataset: Option<&str>,
+    ) -> Vec<(usize, f64)> {
         let query = scaled(&descriptor.domain_vector(), self.scale);
         let mut all: Vec<(usize, f64)> = self
             .graphs
             .iter()
             .enumerate()
+            .filter(|(_, g)| dataset.is_none_or(|d| g.dataset == d))
             .map(|(i, g)| (i, distance(&query, &g.vector)))
             .collect();
         all.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -647,10 +654,18 @@ impl RecipePredictor {
         nearest: usize,
     ) -> Vec<RecipePrediction> {
         let space = self.space();
-        let neighbours: Vec<Vec<(usize, f64)>> = graphs
+        // The domain is judged against every measured graph; the neighbours shown are those
+        // measured on the dataset asked.
+        let closest: Vec<f64> = graphs
             .iter()
-            .map(|g| space.nearest(g, nearest.max(1)))
+            .map(|g| {
+                space
+                    .nearest(g, 1, None)
+                    .first()
+                    .map_or(f64::INFINITY, |n| n.1)
+            })
             .collect();
+        let mut neighbours: HashMap<(usize, usize), Vec<(usize, f64)>> = HashMap::new();
         let rows: Vec<Vec<f64>> = graphs
             .iter()
             .flat_map(|g| {
@@ -662,8 +677,7 @@ impl RecipePredictor {
         let raw = booster_predict(&self.booster, &rows);
         let cal = &self.calibration;
         let mut out = Vec::with_capacity(raw.len());
-        for (g, near) in neighbours.iter().enumerate() {
-            let closest = near.first().map_or(f64::INFINITY, |n| n.1);
+        for (g, &closest) in closest.iter().enumerate() {
             let by_graph = if closest > cal.out_distance {
                 Domain::Out
             } else if closest > cal.edge_distance {
@@ -671,7 +685,10 @@ impl RecipePredictor {
             } else {
                 Domain::In
             };
-            for (c, (_, _, recipe_outside)) in conditions.iter().enumerate() {
+            for (c, (dataset, _, recipe_outside)) in conditions.iter().enumerate() {
+                let near = neighbours.entry((g, *dataset)).or_insert_with(|| {
+                    space.nearest(&graphs[g], nearest, Some(&self.datasets[*dataset].name))
+                });
                 let logit_value = raw[g * conditions.len() + c];
                 let domain = if *recipe_outside {
                     Domain::Out
