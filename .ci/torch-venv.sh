@@ -3,11 +3,11 @@
 #
 #   export ARCHDB_TORCH_PYTHON=$(.ci/torch-venv.sh)    # empty when it could not be made
 #
-# torch comes from PyTorch's CPU index (~200 MB, no CUDA libraries) where that is reachable,
-# else from PyPI, whose Linux wheel is the CUDA build with ~3 GB of nvidia-* dependencies
-# (`pip install --no-deps torch` fails at `import torch`: libcublasLt not found); it runs on the
-# CPU all the same. When neither can be reached the script says so on stderr and succeeds with
-# no output, and the parity test then reports itself skipped. Usage: .ci/torch-venv.sh [DIR]
+# torch comes from PyPI (the only Python registry the build machines reach), whose Linux wheel
+# is the CUDA build with ~3 GB of nvidia-* dependencies (`pip install --no-deps torch` fails at
+# `import torch`: libcublasLt not found); it runs on the CPU all the same. When PyPI cannot be
+# reached the script says so on stderr and succeeds with no output, and the parity test then
+# reports itself skipped. Usage: .ci/torch-venv.sh [DIR]
 # (default ~/.cache/archdb/torch-venv, reused while it works, so CI downloads torch once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +20,7 @@ fi
 mkdir -p "$(dirname "$dir")"
 python3 -m venv "$dir"
 pip=("$dir/bin/pip" install --quiet --disable-pip-version-check --timeout 30 --retries 1)
-if { timeout 300 "${pip[@]}" --index-url https://download.pytorch.org/whl/cpu torch ||
-    timeout 900 "${pip[@]}" torch; } &&
+if timeout 1200 "${pip[@]}" torch &&
     timeout 300 "${pip[@]}" numpy safetensors &&
     "$dir/bin/python" -c "$check"; then
     echo "$dir/bin/python"
