@@ -16,6 +16,7 @@ pub mod graph;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod lemur;
 pub mod mcp;
 pub mod onnx;
 pub mod predict;

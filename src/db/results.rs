@@ -5,7 +5,7 @@
 
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
-use crate::import::lemur::{BENCHMARK as LEMUR, NN_STAT_FLOATS, NN_STAT_INTS};
+use crate::lemur::{BENCHMARK as LEMUR, NN_STAT_FLOATS, NN_STAT_INTS};
 
 /// How a column is decoded from the row and written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,7 +56,7 @@ const SPLIT_PREFERENCE: &[&str] = &["test", "xtest", "ori-test", "valid", "xvali
 
 /// Factor to ONNX-Bench's 0–100 scale: LEMUR stores accuracies as fractions.
 fn percent_scale(benchmark: &str) -> f64 {
-    if benchmark == crate::import::lemur::BENCHMARK {
+    if benchmark == crate::lemur::BENCHMARK {
         100.0
     } else {
         1.0

@@ -11,6 +11,7 @@ pub mod error;
 mod health;
 pub mod predictions;
 pub mod predictors;
+pub mod registry;
 pub mod results;
 pub mod server;
 mod spec;
@@ -35,7 +36,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::predict::registry::Registry;
+use registry::Registry;
 use error::Error;
 
 /// HTTP server settings.

@@ -24,7 +24,7 @@ use crate::predict::CgGraphRef;
 use crate::predict::recipe::{
     self, CompleteRecipe, Domain, GraphDescriptor, Recipe, RecipePredictor,
 };
-use crate::predict::registry::{Loaded, Neighbour};
+use super::registry::{Loaded, Neighbour};
 
 /// Most architectures in one request.
 pub const MAX_BATCH: usize = 10_000;

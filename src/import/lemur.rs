@@ -19,9 +19,8 @@ use tokio::sync::mpsc;
 use super::{CopySink, Import, ImportKind, Progress, Summary, Unit, copy_merge, open_gz};
 use crate::db::architectures::{self, NewArchitecture};
 use crate::graph::BuildOptions;
+use crate::lemur::{BENCHMARK, NN_STAT_FLOATS, NN_STAT_INTS};
 
-/// `results.benchmark` of LEMUR rows; also the alias namespace and family of its graphs.
-pub const BENCHMARK: &str = "lemur";
 
 /// The dataset of a graph whose file name carries no dataset (`<nn>.onnx`).
 const DEFAULT_GRAPH_DATASET: &str = "cifar-10";
@@ -268,37 +267,6 @@ const RUN_COLUMNS: &[&str] = &[
     "cpu_cores",
     "timestamp",
 ];
-
-/// Integer columns of `stat/nn/<nn>.json` (and of `lemur_nn_stat`).
-pub const NN_STAT_INTS: [&str; 24] = [
-    "total_layers",
-    "leaf_layers",
-    "max_depth",
-    "total_params",
-    "trainable_params",
-    "frozen_params",
-    "flops",
-    "dropout_count",
-    "has_attention",
-    "has_residual_connections",
-    "is_resnet_like",
-    "is_vgg_like",
-    "is_inception_like",
-    "is_densenet_like",
-    "is_unet_like",
-    "is_transformer_like",
-    "is_mobilenet_like",
-    "is_efficientnet_like",
-    "code_length",
-    "num_classes_defined",
-    "num_functions_defined",
-    "uses_sequential",
-    "uses_modulelist",
-    "uses_moduledict",
-];
-
-/// Floating-point columns of `stat/nn/<nn>.json`.
-pub const NN_STAT_FLOATS: [&str; 3] = ["model_size_mb", "buffer_size_mb", "total_memory_mb"];
 
 /// Columns of `lemur_nn_stat` that the importer fills.
 fn nn_stat_columns() -> Vec<&'static str> {

@@ -35,7 +35,7 @@ pub fn is_reserved_namespace(source: &str) -> bool {
         nb201::INDEX_ALIAS,
         nb201::ARCH_ALIAS,
         nb_macro::BENCHMARK,
-        lemur::BENCHMARK,
+        crate::lemur::BENCHMARK,
         naslib_zc::BENCHMARK,
         nas_bench_graph::BENCHMARK,
     ]

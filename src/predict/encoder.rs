@@ -184,7 +184,7 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
-    use crate::db::architectures::StoredGraph;
+    use crate::graph::StoredGraph;
     use crate::predict::batch::Vocabulary;
     use crate::predict::features::tests::node;
     use crate::predict::features::{FeatureConfig, PreparedGraph};

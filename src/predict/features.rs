@@ -14,7 +14,7 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::PredictError;
 use super::spectral;
-use crate::db::architectures::StoredGraph;
+use crate::graph::StoredGraph;
 use crate::graph::CgNode;
 
 /// A computation graph as the predictor reads it: nodes in any order and `[source, target]`

@@ -11,7 +11,13 @@
 //! * [`train`]: training, validation and few-shot fine-tuning;
 //! * rank metrics live in [`crate::stats`];
 //! * [`artifact`]: the model as one safetensors blob; [`backend`]: CPU or CUDA;
-//! * [`export`]: training sets, per node, for other trainers (the PyTorch one in `python/`).
+//! * [`export`]: training sets, per node, for other trainers (the PyTorch one in `python/`);
+//! * [`recipe`]: the recipe-conditioned predictor for any architecture (gradient-boosted trees
+//!   over dataset, training recipe and a graph descriptor, with calibrated intervals and domain);
+//! * [`target`]: what a predictor predicts.
+//!
+//! The module has no database code: `crate::training` trains against PostgreSQL and
+//! `crate::http::registry` holds the active predictors of a serving process.
 //!
 //! `docs/predictor.md` describes the model, its artifact and its NB201 evaluation.
 
@@ -26,7 +32,6 @@ pub mod features;
 pub mod model;
 pub mod nn;
 pub mod recipe;
-pub mod registry;
 pub mod spectral;
 pub mod target;
 pub mod train;
@@ -73,7 +78,7 @@ mod tests {
     use super::features::tests::{branchy, node};
     use super::nn::{Params, Source};
     use super::*;
-    use crate::db::architectures::StoredGraph;
+    use crate::graph::StoredGraph;
 
     /// A tiny family: `k` parallel conv branches of `c` channels, accuracy rising with both.
     fn family() -> Vec<(StoredGraph, f64)> {

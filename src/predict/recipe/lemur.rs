@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::train::{Graph, Row, TrainingSet};
 use super::{CompleteRecipe, DATASETS, GraphDescriptor};
-use crate::db::architectures::StoredGraph;
+use crate::graph::StoredGraph;
 use crate::graph::BuildOptions;
 
 /// The dataset of a graph whose tarball member has no `_<dataset>` suffix.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use super::{Backend, Predictor};
+use crate::predict::{Backend, Predictor};
 use crate::db::predictors::{self, CHANNEL, IndexRow, Target};
 
 /// Fewest measured architectures whose residuals make an interval.
