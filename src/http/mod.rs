@@ -78,6 +78,8 @@ pub struct ApiContext {
     pub config: Arc<ServeConfig>,
     /// The active accuracy predictors (swapped when another is activated).
     pub predictors: Arc<Registry>,
+    /// The LISTEN task that keeps `predictors` current; stopped on shutdown before the pool.
+    pub watcher: tokio::task::AbortHandle,
 }
 
 impl ApiContext {
@@ -87,11 +89,12 @@ impl ApiContext {
         if let Err(e) = predictors.reload(&pool).await {
             tracing::error!("loading the active predictors failed: {e:#}");
         }
-        predictors.watch(pool.clone());
+        let watcher = predictors.watch(pool.clone()).abort_handle();
         Self {
             pool,
             config: Arc::new(config),
             predictors,
+            watcher,
         }
     }
 }
@@ -203,17 +206,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
-pub async fn serve(ctx: ApiContext) -> anyhow::Result<()> {
+/// Serves until `shutdown` completes (see [`shutdown_signal`]), then finishes in-flight requests.
+pub async fn serve(
+    ctx: ApiContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(ctx.config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "archdb listening; API docs at /docs");
     axum::serve(listener, app(ctx))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
