@@ -197,9 +197,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             http: config,
             no_seed,
             seed_dir,
-        } => {
-            serve::serve(db, config, (!no_seed).then_some(seed_dir)).await
-        }
+        } => serve::serve(db, config, (!no_seed).then_some(seed_dir)).await,
         Command::Migrate { db } => {
             Database::connect(&db).await?.close().await;
             println!("migrations applied");

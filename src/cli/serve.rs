@@ -1,8 +1,8 @@
 //! `archdb serve` from start to exit: the database (embedded or not), the starter set loaded in
 //! the background, the API, and a shutdown that completes within about two seconds whatever is
 //! running: on SIGINT/SIGTERM in-flight requests get [`REQUEST_GRACE`], the starter-set import
-//! is cancelled (its transaction rolls back), the predictor listener stops, the pool closes and
-//! the embedded PostgreSQL is stopped.
+//! is cancelled (its transaction rolls back), the predictor listener stops, the pool closes
+//! (bounded: [`Database::close`]) and the embedded PostgreSQL is stopped.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,8 +18,6 @@ use crate::http::{self, ApiContext, ServeConfig};
 const REQUEST_GRACE: Duration = Duration::from_secs(1);
 /// How long a cancelled background task gets to unwind (a rollback, a closed connection).
 const TASK_GRACE: Duration = Duration::from_millis(300);
-/// How long the pool gets to close its connections before the server is stopped regardless.
-const CLOSE_GRACE: Duration = Duration::from_millis(300);
 
 /// Runs the service until SIGINT/SIGTERM; `seed_dir` is where the starter set is (`None`:
 /// `--no-seed`).
@@ -48,22 +46,18 @@ pub async fn serve(db: DbConfig, config: ServeConfig, seed_dir: Option<PathBuf>)
         }
     };
     watcher.abort();
-    if let Some(starter) = starter {
-        if !starter.is_finished() {
-            starter.abort();
-            match tokio::time::timeout(TASK_GRACE, starter).await {
-                Ok(_) => tracing::info!("starter data import cancelled and rolled back"),
-                Err(_) => tracing::warn!("starter data import still unwinding; its transaction is rolled back when the server stops"),
-            }
+    if let Some(starter) = starter
+        && !starter.is_finished()
+    {
+        starter.abort();
+        match tokio::time::timeout(TASK_GRACE, starter).await {
+            Ok(_) => tracing::info!("starter data import cancelled and rolled back"),
+            Err(_) => tracing::warn!(
+                "starter data import still unwinding; its transaction is rolled back when the server stops"
+            ),
         }
     }
-    // Dropping a close that takes too long still stops the embedded cluster (on drop).
-    if tokio::time::timeout(CLOSE_GRACE, database.close())
-        .await
-        .is_err()
-    {
-        tracing::warn!("database connections still busy after {CLOSE_GRACE:?}; stopped anyway");
-    }
+    database.close().await;
     served
 }
 
