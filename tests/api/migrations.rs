@@ -26,10 +26,11 @@ async fn row_counts(pool: &sqlx::PgPool) -> Vec<(String, i64)> {
         "jobs",
         "predictors",
     ] {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+                .fetch_one(pool)
+                .await
+                .unwrap();
         counts.push((table.to_string(), n));
     }
     counts
@@ -40,7 +41,12 @@ async fn a_database_of_the_previous_release_upgrades_with_its_data() {
     // The previous release's migrations, as files, applied to a new database.
     let options = archdb::testing::fresh_database();
     let name = options.get_database().unwrap().to_string();
-    let mut admin = options.clone().database("postgres").connect().await.unwrap();
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
         .execute(&mut admin)
         .await
@@ -58,11 +64,19 @@ async fn a_database_of_the_previous_release_upgrades_with_its_data() {
         }
     }
     let pool = sqlx::PgPool::connect_with(options.clone()).await.unwrap();
-    Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+    Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
     std::fs::remove_dir_all(&old).unwrap();
 
     // Filled as that release did: imports (graphs, aliases, results), a predictor, a job.
-    for (kind, dir) in [(ImportKind::Nb201, "nb201"), (ImportKind::NbMacro, "nb-macro")] {
+    for (kind, dir) in [
+        (ImportKind::Nb201, "nb201"),
+        (ImportKind::NbMacro, "nb-macro"),
+    ] {
         run(&pool, kind, &fixture_path(dir), Arc::new(NoProgress))
             .await
             .unwrap();
@@ -106,7 +120,10 @@ async fn a_database_of_the_previous_release_upgrades_with_its_data() {
             .unwrap();
     assert_eq!((artifact, active), (vec![1, 2], true));
     let job = archdb::db::jobs::get(&db.pool, job).await.unwrap().unwrap();
-    assert_eq!((job.state.as_str(), job.params["seed"].as_i64()), ("queued", Some(3)));
+    assert_eq!(
+        (job.state.as_str(), job.params["seed"].as_i64()),
+        ("queued", Some(3))
+    );
     // The starter kinds the old database had are recorded, so they are not imported again.
     let loaded: Vec<String> = sqlx::query_scalar("select kind from starter_set order by kind")
         .fetch_all(&db.pool)

@@ -73,7 +73,10 @@ async fn a_worker_that_lost_its_lease_cannot_finish_the_job() {
     let [id] = enqueue(&app.pool, 1).await[..] else {
         unreachable!()
     };
-    let first = jobs::claim(&app.pool, "a", SHORT_LEASE).await.unwrap().unwrap();
+    let first = jobs::claim(&app.pool, "a", SHORT_LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.id, id);
     assert!(
         jobs::claim(&app.pool, "b", SHORT_LEASE)
@@ -88,7 +91,9 @@ async fn a_worker_that_lost_its_lease_cannot_finish_the_job() {
 
     // "a" learns it lost the job, and neither its result nor its failure counts.
     assert_eq!(
-        jobs::heartbeat(&app.pool, id, "a", 60.0, None).await.unwrap(),
+        jobs::heartbeat(&app.pool, id, "a", 60.0, None)
+            .await
+            .unwrap(),
         None
     );
     let predictor = predictor(&app.pool).await;
@@ -99,12 +104,17 @@ async fn a_worker_that_lost_its_lease_cannot_finish_the_job() {
         .await
         .unwrap();
     let job = jobs::get(&app.pool, id).await.unwrap().unwrap();
-    assert_eq!((job.state.as_str(), job.worker.as_deref()), ("running", Some("b")));
+    assert_eq!(
+        (job.state.as_str(), job.worker.as_deref()),
+        ("running", Some("b"))
+    );
     assert_eq!(job.error, None);
 
     // The holder finishes it.
     assert_eq!(
-        jobs::heartbeat(&app.pool, id, "b", 60.0, None).await.unwrap(),
+        jobs::heartbeat(&app.pool, id, "b", 60.0, None)
+            .await
+            .unwrap(),
         Some(false)
     );
     let mut tx = app.pool.begin().await.unwrap();
@@ -141,7 +151,10 @@ async fn a_job_whose_attempts_are_exhausted_fails() {
     let job = jobs::get(&app.pool, id).await.unwrap().unwrap();
     assert_eq!(job.state, "failed");
     assert_eq!(job.attempts, 2);
-    assert_eq!(job.error.as_deref(), Some("worker lost 2 times (lease expired)"));
+    assert_eq!(
+        job.error.as_deref(),
+        Some("worker lost 2 times (lease expired)")
+    );
     assert!(job.finished_at.is_some());
 }
 
@@ -161,9 +174,14 @@ async fn cancelling_queued_and_running_jobs() {
     let job = jobs::claim(&app.pool, "a", 60.0).await.unwrap().unwrap();
     assert_eq!(job.id, running, "the cancelled job is skipped");
     let job = jobs::cancel(&app.pool, running).await.unwrap().unwrap();
-    assert_eq!((job.state.as_str(), job.cancel_requested), ("running", true));
     assert_eq!(
-        jobs::heartbeat(&app.pool, running, "a", 60.0, None).await.unwrap(),
+        (job.state.as_str(), job.cancel_requested),
+        ("running", true)
+    );
+    assert_eq!(
+        jobs::heartbeat(&app.pool, running, "a", 60.0, None)
+            .await
+            .unwrap(),
         Some(true)
     );
     jobs::finish_unsuccessfully(&app.pool, running, "a", true, "cancelled")
