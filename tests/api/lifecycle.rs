@@ -130,7 +130,15 @@ impl Serve {
 }
 
 impl Drop for Serve {
+    /// A failed test still stops the server and its PostgreSQL: SIGTERM first, SIGKILL after 5 s.
     fn drop(&mut self) {
+        if self.child.try_wait().is_ok_and(|s| s.is_none()) {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.child.try_wait().is_ok_and(|s| s.is_none()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -275,7 +283,7 @@ async fn bundled_predictor_quality(pool: &sqlx::PgPool, base: &str) {
         request.send().await.unwrap().json().await.unwrap()
     };
     let listed = answer(client.get(format!("{base}/v1/predictors"))).await;
-    let bundled = &listed[0];
+    let bundled = &listed["predictors"][0];
     assert_eq!(bundled["active"], true, "{listed}");
     let evaluation = &bundled["evaluation"];
     let stated = evaluation["kendall_tau_b"].as_f64().unwrap();
