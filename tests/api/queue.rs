@@ -9,8 +9,8 @@ use sqlx::PgPool;
 
 use crate::common::spawn_app;
 
-/// A lease short enough to run out during a test.
-const SHORT_LEASE: f64 = 0.2;
+/// A lease longer than any test: leases end only through [`lease_runs_out`].
+const LEASE: f64 = 60.0;
 
 async fn enqueue(pool: &PgPool, count: usize) -> Vec<i64> {
     let mut ids = Vec::new();
@@ -24,9 +24,14 @@ async fn enqueue(pool: &PgPool, count: usize) -> Vec<i64> {
     ids
 }
 
-/// Lets a [`SHORT_LEASE`] run out.
-async fn lease_runs_out() {
-    tokio::time::sleep(Duration::from_secs_f64(SHORT_LEASE * 2.0)).await;
+/// Ends the lease of job `id` now, as if its worker had stopped sending heartbeats (no test
+/// waits on the clock).
+async fn lease_runs_out(pool: &PgPool, id: i64) {
+    sqlx::query("update jobs set lease_until = now() - interval '1 second' where id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
 }
 
 /// A stored predictor for `succeed` to point at.
@@ -49,7 +54,7 @@ async fn workers_claiming_at_once_get_different_jobs() {
             let pool = app.pool.clone();
             tokio::spawn(async move {
                 let mut claimed = Vec::new();
-                while let Some(job) = jobs::claim(&pool, &format!("w{w}"), 60.0).await.unwrap() {
+                while let Some(job) = jobs::claim(&pool, &format!("w{w}"), LEASE).await.unwrap() {
                     assert_eq!(job.worker.as_deref(), Some(format!("w{w}").as_str()));
                     assert_eq!(job.attempts, 1);
                     claimed.push(job.id);
@@ -73,25 +78,19 @@ async fn a_worker_that_lost_its_lease_cannot_finish_the_job() {
     let [id] = enqueue(&app.pool, 1).await[..] else {
         unreachable!()
     };
-    let first = jobs::claim(&app.pool, "a", SHORT_LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let first = jobs::claim(&app.pool, "a", LEASE).await.unwrap().unwrap();
     assert_eq!(first.id, id);
     assert!(
-        jobs::claim(&app.pool, "b", SHORT_LEASE)
-            .await
-            .unwrap()
-            .is_none(),
+        jobs::claim(&app.pool, "b", LEASE).await.unwrap().is_none(),
         "a held job is not claimable"
     );
-    lease_runs_out().await;
-    let second = jobs::claim(&app.pool, "b", 60.0).await.unwrap().unwrap();
+    lease_runs_out(&app.pool, id).await;
+    let second = jobs::claim(&app.pool, "b", LEASE).await.unwrap().unwrap();
     assert_eq!((second.id, second.attempts), (id, 2));
 
     // "a" learns it lost the job, and neither its result nor its failure counts.
     assert_eq!(
-        jobs::heartbeat(&app.pool, id, "a", 60.0, None)
+        jobs::heartbeat(&app.pool, id, "a", LEASE, None)
             .await
             .unwrap(),
         None
@@ -112,7 +111,7 @@ async fn a_worker_that_lost_its_lease_cannot_finish_the_job() {
 
     // The holder finishes it.
     assert_eq!(
-        jobs::heartbeat(&app.pool, id, "b", 60.0, None)
+        jobs::heartbeat(&app.pool, id, "b", LEASE, None)
             .await
             .unwrap(),
         Some(false)
@@ -125,7 +124,7 @@ async fn a_worker_that_lost_its_lease_cannot_finish_the_job() {
         (job.state.as_str(), job.predictor_id),
         ("succeeded", Some(predictor))
     );
-    assert!(jobs::claim(&app.pool, "c", 60.0).await.unwrap().is_none());
+    assert!(jobs::claim(&app.pool, "c", LEASE).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -140,14 +139,14 @@ async fn a_job_whose_attempts_are_exhausted_fails() {
         .await
         .unwrap();
     for (attempt, worker) in [(1, "a"), (2, "b")] {
-        let job = jobs::claim(&app.pool, worker, SHORT_LEASE)
+        let job = jobs::claim(&app.pool, worker, LEASE)
             .await
             .unwrap()
             .unwrap();
         assert_eq!((job.id, job.attempts), (id, attempt));
-        lease_runs_out().await;
+        lease_runs_out(&app.pool, id).await;
     }
-    assert!(jobs::claim(&app.pool, "c", 60.0).await.unwrap().is_none());
+    assert!(jobs::claim(&app.pool, "c", LEASE).await.unwrap().is_none());
     let job = jobs::get(&app.pool, id).await.unwrap().unwrap();
     assert_eq!(job.state, "failed");
     assert_eq!(job.attempts, 2);
@@ -171,7 +170,7 @@ async fn cancelling_queued_and_running_jobs() {
     assert_eq!(job.attempts, 0);
 
     // Running: its worker is asked to stop, and ends it as cancelled.
-    let job = jobs::claim(&app.pool, "a", 60.0).await.unwrap().unwrap();
+    let job = jobs::claim(&app.pool, "a", LEASE).await.unwrap().unwrap();
     assert_eq!(job.id, running, "the cancelled job is skipped");
     let job = jobs::cancel(&app.pool, running).await.unwrap().unwrap();
     assert_eq!(
@@ -179,7 +178,7 @@ async fn cancelling_queued_and_running_jobs() {
         ("running", true)
     );
     assert_eq!(
-        jobs::heartbeat(&app.pool, running, "a", 60.0, None)
+        jobs::heartbeat(&app.pool, running, "a", LEASE, None)
             .await
             .unwrap(),
         Some(true)
@@ -192,14 +191,11 @@ async fn cancelling_queued_and_running_jobs() {
 
     // Running, cancelled, and its worker dies: it ends cancelled when the lease runs out
     // instead of staying "running" for ever.
-    let job = jobs::claim(&app.pool, "b", SHORT_LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let job = jobs::claim(&app.pool, "b", LEASE).await.unwrap().unwrap();
     assert_eq!(job.id, abandoned);
     jobs::cancel(&app.pool, abandoned).await.unwrap();
-    lease_runs_out().await;
-    assert!(jobs::claim(&app.pool, "c", 60.0).await.unwrap().is_none());
+    lease_runs_out(&app.pool, abandoned).await;
+    assert!(jobs::claim(&app.pool, "c", LEASE).await.unwrap().is_none());
     let job = jobs::get(&app.pool, abandoned).await.unwrap().unwrap();
     assert_eq!((job.state.as_str(), job.attempts), ("cancelled", 1));
     assert!(job.finished_at.is_some());
