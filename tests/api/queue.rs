@@ -2,7 +2,6 @@
 //! that run out, exhausted attempts and cancellation.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use archdb::db::jobs;
 use sqlx::PgPool;
