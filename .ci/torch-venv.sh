@@ -7,7 +7,7 @@
 # is the CUDA build with ~3 GB of nvidia-* dependencies (`pip install --no-deps torch` fails at
 # `import torch`: libcublasLt not found); it runs on the CPU all the same. When PyPI cannot be
 # reached the script says so on stderr and succeeds with no output, and the parity test then
-# reports itself skipped. Usage: .ci/torch-venv.sh [DIR]
+# fails in CI (skips elsewhere). Usage: .ci/torch-venv.sh [DIR]
 # (default ~/.cache/archdb/torch-venv, reused while it works, so CI downloads torch once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +26,5 @@ if timeout 1200 "${pip[@]}" torch &&
     echo "$dir/bin/python"
 else
     echo "torch-venv: could not install a CPU torch with numpy and safetensors (no network?);" \
-        "the PyTorch parity test will be skipped" >&2
+        "the PyTorch parity test will fail in CI (and be skipped elsewhere)" >&2
 fi

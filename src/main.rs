@@ -10,10 +10,14 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: single-threaded here: the runtime and its threads are built below.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
     }
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run())
+        .build()?;
+    let outcome = runtime.block_on(run());
+    // Dropping the runtime would wait for every blocking task, e.g. a cancelled import still
+    // building graphs; their work is discarded anyway.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    outcome
 }
 
 async fn run() -> anyhow::Result<()> {

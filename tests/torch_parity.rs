@@ -2,7 +2,8 @@
 //! `python/archdb_torch` on an exported training set gives archdb's predictions for an
 //! archdb-trained artifact, and an artifact written by the PyTorch trainer loads in archdb with
 //! the predictions PyTorch computes. Needs `ARCHDB_TORCH_PYTHON` (an interpreter with torch,
-//! numpy and safetensors, e.g. a venv made by `.ci/torch-venv.sh`); skipped, saying so, without.
+//! numpy and safetensors, e.g. a venv made by `.ci/torch-venv.sh`); skipped, saying so, without,
+//! except in CI (`CI` set), where a missing torch fails the test.
 //!
 //! ```sh
 //! ARCHDB_TORCH_PYTHON=/path/to/venv/bin/python cargo test --test torch_parity -- --nocapture
@@ -81,6 +82,13 @@ fn python() -> Option<String> {
         .ok()
         .filter(|p| !p.is_empty());
     if python.is_none() {
+        // A skip in CI would leave the PyTorch trainer untested behind a green run.
+        assert!(
+            !in_ci(),
+            "torch parity cannot run: ARCHDB_TORCH_PYTHON is not set (in CI, .ci/torch-venv.sh \
+             could not install torch); a skipped parity test fails CI (CI={:?})",
+            std::env::var("CI").unwrap_or_default()
+        );
         // Written past the test harness's capture, so that the skip shows in every run.
         std::io::stderr()
             .write_all(concat!("SKIPPED torch parity: set ARCHDB_TORCH_PYTHON to a Python with torch, numpy and \
@@ -88,6 +96,11 @@ fn python() -> Option<String> {
             .unwrap();
     }
     python
+}
+
+/// Whether this is a CI run (`CI` set and not `false`/`0`, as CI services set it).
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 /// Runs `python -m archdb_torch ARGS` and returns its stdout.

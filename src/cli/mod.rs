@@ -1,5 +1,7 @@
 //! The `archdb` command line.
 
+mod serve;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -8,7 +10,7 @@ use serde::Serialize;
 
 use crate::db::{Database, DbConfig};
 use crate::graph::{BuildOptions, GraphSummary};
-use crate::http::{self, ApiContext, ServeConfig};
+use crate::http::{self, ServeConfig};
 use crate::import::ImportKind;
 
 #[derive(Debug, Parser)]
@@ -30,7 +32,7 @@ pub enum Command {
         db: DbConfig,
         #[command(flatten)]
         http: ServeConfig,
-        /// Do not load the bundled starter data into an empty database.
+        /// Do not load the parts of the bundled starter data that the database lacks.
         #[arg(long)]
         no_seed: bool,
         /// Where the bundled starter data are (the repository's `data/`).
@@ -265,14 +267,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             seed_dir,
         } => {
             config.check()?;
-            let database = Database::connect(&db).await?;
-            if !no_seed {
-                seed_in_background(&database.pool, seed_dir);
-            }
-            let ctx = ApiContext::new(database.pool.clone(), config).await;
-            let served = http::serve(ctx).await;
-            database.close().await;
-            served
+            serve::serve(db, config, (!no_seed).then_some(seed_dir)).await
         }
         Command::Mcp {
             db,
@@ -281,9 +276,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let database = Database::connect(&db).await?;
             if !no_seed {
-                seed_in_background(&database.pool, seed_dir);
+                tokio::spawn(serve::load_starter(database.pool.clone(), seed_dir));
             }
-            let ctx = ApiContext::new(database.pool.clone(), ServeConfig::default()).await;
+            let ctx = http::ApiContext::new(database.pool.clone(), ServeConfig::default()).await;
             let served = crate::mcp::serve_stdio(ctx).await;
             database.close().await;
             served
@@ -533,33 +528,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// Loads the bundled starter data into an empty database and registers the bundled predictor,
-/// in the background: the caller answers at once, the data arrive as each import commits.
-fn seed_in_background(pool: &sqlx::PgPool, seed_dir: PathBuf) {
-    let pool = pool.clone();
-    tokio::spawn(async move {
-        match crate::import::seed::seed_if_empty(&pool, &seed_dir, crate::import::stderr_progress())
-            .await
-        {
-            Ok(done) if !done.is_empty() => {
-                tracing::info!(imports = done.len(), "starter data loaded")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!("loading starter data failed: {e:#}"),
-        }
-        let bundled = seed_dir.join("predictor");
-        match crate::training::register_bundled(&pool, &bundled).await {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::info!(?ids, "bundled predictors registered")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!("registering the bundled predictor failed: {e:#}")
-            }
-        }
-    });
 }
 
 /// Runs `work` on the database, then closes it (stopping an embedded cluster) whatever the

@@ -2,6 +2,10 @@
 //! when no `DATABASE_URL` is given. The cluster lives in `$ARCHDB_DATA_DIR/pg`, listens on a
 //! unix socket only, is reused on the next start and stopped on shutdown. `initdb` refuses to
 //! run as root, so as root the cluster is owned by and run as the `postgres` user.
+//!
+//! The process that starts the server records its pid in `$ARCHDB_DATA_DIR/owner.pid`. A server
+//! found running whose owner is gone (the process was killed before it could stop it) is
+//! adopted: reused, and stopped when the adopting process shuts down.
 
 use std::ffi::CString;
 use std::os::unix::fs::chown;
@@ -16,6 +20,8 @@ use sqlx::postgres::PgConnectOptions;
 const PORT: u16 = 5432;
 /// Unix socket paths are limited to 107 bytes; longer socket dirs move under /tmp.
 const MAX_SOCKET_DIR: usize = 90;
+/// Beside the cluster: the pid of the archdb process that started (and will stop) the server.
+const OWNER_FILE: &str = "owner.pid";
 
 /// A running private cluster. Dropping it stops the server if this process started it.
 #[derive(Debug)]
@@ -23,8 +29,10 @@ pub struct EmbeddedPostgres {
     bin_dir: PathBuf,
     data_dir: PathBuf,
     socket_dir: PathBuf,
+    /// `OWNER_FILE` under the data dir's root.
+    owner_file: PathBuf,
     run_as: Option<(u32, u32)>,
-    /// Whether this process started the server (and so stops it).
+    /// Whether this process started (or adopted) the server, and so stops it.
     owned: bool,
 }
 
@@ -50,6 +58,7 @@ impl EmbeddedPostgres {
             bin_dir,
             data_dir,
             socket_dir,
+            owner_file: root.join(OWNER_FILE),
             run_as,
             owned: false,
         };
@@ -72,7 +81,23 @@ impl EmbeddedPostgres {
             .context("initdb failed")?;
         }
         if pg.is_running() {
-            tracing::info!(data_dir = %pg.data_dir.display(), "attaching to the running embedded PostgreSQL");
+            match pg.recorded_owner() {
+                Some(owner) if process_alive(owner) => {
+                    tracing::info!(data_dir = %pg.data_dir.display(), owner, "attaching to the embedded PostgreSQL of another archdb process");
+                }
+                Some(owner) => {
+                    tracing::warn!(
+                        data_dir = %pg.data_dir.display(),
+                        server_pid = ?pg.postmaster_pid(),
+                        owner,
+                        "the embedded PostgreSQL was left running by an archdb process that ended without stopping it; reusing it (stopped on shutdown)"
+                    );
+                    pg.take_ownership()?;
+                }
+                None => {
+                    tracing::info!(data_dir = %pg.data_dir.display(), "attaching to the running embedded PostgreSQL");
+                }
+            }
             return Ok(pg);
         }
         let options = format!(
@@ -96,7 +121,7 @@ impl EmbeddedPostgres {
             ],
         )
         .with_context(|| format!("starting PostgreSQL failed; see {}", log.display()))?;
-        pg.owned = true;
+        pg.take_ownership()?;
         tracing::info!(data_dir = %pg.data_dir.display(), socket = %pg.socket_dir.display(), "embedded PostgreSQL started");
         Ok(pg)
     }
@@ -120,14 +145,49 @@ impl EmbeddedPostgres {
             "pg_ctl",
             &["-D", &self.data_str(), "-m", "fast", "-w", "stop"],
         ) {
-            Ok(()) => tracing::info!("embedded PostgreSQL stopped"),
+            Ok(()) => {
+                let _ = std::fs::remove_file(&self.owner_file);
+                tracing::info!("embedded PostgreSQL stopped")
+            }
             Err(e) => tracing::warn!("stopping embedded PostgreSQL: {e:#}"),
         }
     }
 
-    /// Leaves the server running when this handle is dropped (shared clusters, e.g. in tests).
+    /// Leaves the server running when this handle is dropped (shared clusters, e.g. in tests);
+    /// later processes attach to it without adopting it.
     pub fn detach(&mut self) {
+        if self.owned {
+            let _ = std::fs::remove_file(&self.owner_file);
+        }
         self.owned = false;
+    }
+
+    /// The pid in the postmaster's lock file (`postmaster.pid`, first line).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The archdb process recorded as having started the running server.
+    fn recorded_owner(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.owner_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Makes this process the one that stops the server, and records it.
+    fn take_ownership(&mut self) -> Result<()> {
+        std::fs::write(&self.owner_file, std::process::id().to_string())
+            .with_context(|| format!("writing {}", self.owner_file.display()))?;
+        self.owned = true;
+        Ok(())
     }
 
     fn data_str(&self) -> String {
@@ -174,6 +234,16 @@ impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether a process with this pid exists (signal 0 checks without sending anything).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid @ 1..) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 sends nothing; it only reports whether the pid exists.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The directory with `initdb`, `pg_ctl` and `postgres`: the override, else `PATH`, else the

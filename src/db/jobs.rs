@@ -64,12 +64,16 @@ pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Job>> {
 
 /// Claims the oldest queued job, or a running one whose lease expired, for `worker`.
 pub async fn claim(pool: &PgPool, worker: &str, lease_secs: f64) -> sqlx::Result<Option<Job>> {
-    // Jobs that ran out of attempts with an expired lease are failed first, so they do not
-    // block the queue.
+    // Jobs whose lease expired and that will not run again end first: those out of attempts
+    // fail, those cancelled while running are cancelled (their worker died before it could
+    // say so; they would otherwise stay `running` for ever).
     sqlx::query(
-        "update jobs set state = 'failed', finished_at = now(),
-                error = coalesce(error, 'worker lost ' || attempts || ' times (lease expired)')
-          where state = 'running' and lease_until < now() and attempts >= max_attempts",
+        "update jobs set finished_at = now(),
+                state = case when cancel_requested then 'cancelled' else 'failed' end,
+                error = case when cancel_requested then error
+                             else coalesce(error, 'worker lost ' || attempts || ' times (lease expired)') end
+          where state = 'running' and lease_until < now()
+            and (attempts >= max_attempts or cancel_requested)",
     )
     .execute(pool)
     .await?;

@@ -36,6 +36,9 @@ pub struct DbConfig {
     pub pool_size: u32,
 }
 
+/// How long [`Database::close`] waits for connections to be returned.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A migrated database and, on the embedded default, the cluster serving it.
 pub struct Database {
     pub pool: PgPool,
@@ -84,9 +87,15 @@ impl Database {
         Ok(Self { pool, embedded })
     }
 
-    /// Closes the pool, then stops the embedded cluster if this process started it.
+    /// Closes the pool, then stops the embedded cluster if this process started it. Connections
+    /// still busy after [`CLOSE_GRACE`] (a cancelled import unwinding) are cut by the stop.
     pub async fn close(mut self) {
-        self.pool.close().await;
+        if tokio::time::timeout(CLOSE_GRACE, self.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections still busy after {CLOSE_GRACE:?}; closing anyway");
+        }
         if let Some(mut pg) = self.embedded.take() {
             let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
         }

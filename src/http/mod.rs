@@ -36,8 +36,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_swagger_ui::SwaggerUi;
 
-use registry::Registry;
 use error::Error;
+use registry::Registry;
 
 /// HTTP server settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -166,6 +166,8 @@ pub struct ApiContext {
     pub predictors: Arc<Registry>,
     pub tokens: auth::Tokens,
     pub heavy: Arc<server::HeavyGate>,
+    /// The LISTEN task that keeps `predictors` current; stopped on shutdown before the pool.
+    pub watcher: tokio::task::AbortHandle,
 }
 
 impl ApiContext {
@@ -177,7 +179,7 @@ impl ApiContext {
         if let Err(e) = predictors.reload(&pool).await {
             tracing::error!("loading the active predictors failed: {e:#}");
         }
-        predictors.watch(pool.clone());
+        let watcher = predictors.watch(pool.clone()).abort_handle();
         let heavy_limit = match config.heavy_limit {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -202,6 +204,7 @@ impl ApiContext {
             heavy: Arc::new(server::HeavyGate::new(heavy_limit)),
             config: Arc::new(config),
             predictors,
+            watcher,
         }
     }
 }
@@ -319,11 +322,14 @@ fn has_content_type(request: &Request, mime: &str) -> bool {
         .is_some_and(|v| v.starts_with(mime))
 }
 
-/// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
-pub async fn serve(ctx: ApiContext) -> anyhow::Result<()> {
+/// Serves until `shutdown` completes (see [`shutdown_signal`]), then finishes in-flight requests.
+pub async fn serve(
+    ctx: ApiContext,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(ctx.config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "archdb listening; API docs at /docs");
-    serve_on(listener, ctx, shutdown_signal()).await?;
+    serve_on(listener, ctx, shutdown).await?;
     Ok(())
 }
 
@@ -348,7 +354,8 @@ pub async fn serve_on(
     .await
 }
 
-async fn shutdown_signal() {
+/// SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

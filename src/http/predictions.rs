@@ -16,6 +16,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
+use super::registry::{Loaded, Neighbour};
 use crate::db::architectures::StoredGraph;
 use crate::db::predictors::{self as store, Target};
 use crate::generate::{nb201_arch_strings, nb201_model};
@@ -24,7 +25,6 @@ use crate::predict::CgGraphRef;
 use crate::predict::recipe::{
     self, CompleteRecipe, Domain, GraphDescriptor, Recipe, RecipePredictor,
 };
-use super::registry::{Loaded, Neighbour};
 
 /// Most architectures in one request.
 pub const MAX_BATCH: usize = 10_000;

@@ -11,8 +11,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::predict::{Backend, Predictor};
 use crate::db::predictors::{self, CHANNEL, IndexRow, Target};
+use crate::predict::{Backend, Predictor};
 
 /// Fewest measured architectures whose residuals make an interval.
 pub const MIN_RESIDUALS: usize = 30;

@@ -27,7 +27,7 @@ use super::ApiContext;
 use super::error::Error;
 
 /// How long connections may take to finish their requests after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves `app` on `listener` until `shutdown` completes. At most `max_connections` are open at
 /// once (the next one waits in the listen backlog), and a connection that does not deliver a

@@ -21,7 +21,6 @@ use crate::db::architectures::{self, NewArchitecture};
 use crate::graph::BuildOptions;
 use crate::lemur::{BENCHMARK, NN_STAT_FLOATS, NN_STAT_INTS};
 
-
 /// The dataset of a graph whose file name carries no dataset (`<nn>.onnx`).
 const DEFAULT_GRAPH_DATASET: &str = "cifar-10";
 

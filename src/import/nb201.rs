@@ -345,23 +345,31 @@ pub async fn import(
     dir: &Path,
     progress: Arc<dyn Progress>,
 ) -> Result<super::Summary> {
-    let main = read_csv(
-        &dir.join("nb201_tss_licensed.csv.gz"),
-        "nb201 table",
-        &progress,
-    )
-    .context("the NB201 main table")?;
-    let test = read_csv(
-        &dir.join("nb201_tss_200ep_test.csv.gz"),
-        "nb201 test",
-        &progress,
-    )?;
-    let seeds = read_csv(
-        &dir.join("nb201_tss_200ep_per_seed.csv.gz"),
-        "nb201 seeds",
-        &progress,
-    )?;
-    let curves = read_curves(&dir.join("nats_official_samples.jsonl.gz"), &progress)?;
+    // Parsing takes seconds: on a blocking thread, so the server (and its shutdown) goes on.
+    let (main, test, seeds, curves) = {
+        let (dir, progress) = (dir.to_path_buf(), progress.clone());
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let main = read_csv(
+                &dir.join("nb201_tss_licensed.csv.gz"),
+                "nb201 table",
+                &progress,
+            )
+            .context("the NB201 main table")?;
+            let test = read_csv(
+                &dir.join("nb201_tss_200ep_test.csv.gz"),
+                "nb201 test",
+                &progress,
+            )?;
+            let seeds = read_csv(
+                &dir.join("nb201_tss_200ep_per_seed.csv.gz"),
+                "nb201 seeds",
+                &progress,
+            )?;
+            let curves = read_curves(&dir.join("nats_official_samples.jsonl.gz"), &progress)?;
+            Ok((main, test, seeds, curves))
+        })
+        .await??
+    };
     let mut import = Import::begin(pool, ImportKind::Nb201, dir).await?;
 
     // Architectures: generate, build and hash on blocking threads, store in this transaction.

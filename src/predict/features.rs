@@ -14,8 +14,8 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::PredictError;
 use super::spectral;
-use crate::graph::StoredGraph;
 use crate::graph::CgNode;
+use crate::graph::StoredGraph;
 
 /// A computation graph as the predictor reads it: nodes in any order and `[source, target]`
 /// edges, as `CompGraph` and the database's stored graphs hold them.

@@ -164,31 +164,6 @@ async fn pareto_front_of_accuracy_against_params() {
 }
 
 #[tokio::test]
-async fn first_run_seeds_an_empty_database_once() {
-    let app = spawn_app().await;
-    let seed_dir = std::env::temp_dir().join(format!("archdb-seed-{}", std::process::id()));
-    std::fs::create_dir_all(&seed_dir).unwrap();
-    let link = seed_dir.join("nasbench201");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(fixture_path("nb201"), &link).unwrap();
-    let done = archdb::import::seed::seed_if_empty(&app.pool, &seed_dir, Arc::new(NoProgress))
-        .await
-        .unwrap();
-    assert_eq!(
-        done.len(),
-        1,
-        "only the bundled folders that exist are imported"
-    );
-    let (_, cell) = app.get_json("/v1/benchmarks/nb201/6111").await;
-    assert_eq!(cell["index"], 6111);
-    let again = archdb::import::seed::seed_if_empty(&app.pool, &seed_dir, Arc::new(NoProgress))
-        .await
-        .unwrap();
-    assert!(again.is_empty(), "a database that has data is left alone");
-    std::fs::remove_dir_all(&seed_dir).unwrap();
-}
-
-#[tokio::test]
 async fn learning_curves_of_the_official_sample_runs() {
     let app = spawn_app().await;
     import_nb201(&app).await;

@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use super::train::{Graph, Row, TrainingSet};
 use super::{CompleteRecipe, DATASETS, GraphDescriptor};
-use crate::graph::StoredGraph;
 use crate::graph::BuildOptions;
+use crate::graph::StoredGraph;
 
 /// The dataset of a graph whose tarball member has no `_<dataset>` suffix.
 const DEFAULT_GRAPH_DATASET: &str = "cifar-10";
