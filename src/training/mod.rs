@@ -163,20 +163,68 @@ pub fn best_backend() -> Backend {
     }
 }
 
-/// Checks a train request before it is queued (so the API can answer 422 at once).
+/// Checks a train request before it is queued (so the API can answer 422 at once): the
+/// settings must lie in the documented ranges (docs/predictor.md), so no client can queue a job that would
+/// hold a worker for days or exhaust its memory.
 pub fn validate_train(request: &TrainRequest) -> Result<TrainConfig> {
-    if request.train_size.is_some_and(|n| n < 2) {
-        bail!("train_size must be at least 2");
+    if request
+        .train_size
+        .is_some_and(|n| !(2..=1_000_000).contains(&n))
+    {
+        bail!("train_size must be in 2..=1000000");
     }
-    with_overrides(&TrainConfig::default(), &request.config)
+    let config = with_overrides(&TrainConfig::default(), &request.config)?;
+    let c = &config;
+    check_ranges(&[
+        ("ensemble", c.ensemble as f64, 1.0, 16.0),
+        ("epochs", c.epochs as f64, 1.0, 2_000.0),
+        ("batch_size", c.batch_size as f64, 1.0, 4_096.0),
+        ("head_hidden", c.head_hidden as f64, 1.0, 1_024.0),
+        ("head_epochs", c.head_epochs as f64, 0.0, 2_000.0),
+        ("clusters", c.clusters as f64, 1.0, 64.0),
+        ("encoder.hidden", c.encoder.hidden as f64, 1.0, 512.0),
+        ("encoder.layers", c.encoder.layers as f64, 1.0, 32.0),
+        ("encoder.embedding", c.encoder.embedding as f64, 1.0, 512.0),
+        (
+            "contrastive.epochs",
+            c.contrastive.epochs as f64,
+            0.0,
+            500.0,
+        ),
+        (
+            "contrastive.batch_size",
+            c.contrastive.batch_size as f64,
+            2.0,
+            4_096.0,
+        ),
+        ("learning_rate", c.learning_rate, 1e-7, 1.0),
+        ("validation_fraction", c.validation_fraction, 0.0, 0.5),
+    ])?;
+    Ok(config)
 }
 
 /// Checks a fine-tune request before it is queued.
 pub fn validate_finetune(request: &FinetuneRequest) -> Result<FinetuneConfig> {
-    if request.samples < 2 {
-        bail!("samples must be at least 2");
+    if !(2..=100_000).contains(&request.samples) {
+        bail!("samples must be in 2..=100000");
     }
-    with_overrides(&FinetuneConfig::default(), &request.config)
+    let config = with_overrides(&FinetuneConfig::default(), &request.config)?;
+    check_ranges(&[
+        ("epochs", config.epochs as f64, 1.0, 2_000.0),
+        ("batch_size", config.batch_size as f64, 1.0, 4_096.0),
+        ("learning_rate", config.learning_rate, 1e-7, 1.0),
+    ])?;
+    Ok(config)
+}
+
+/// Fails naming the first setting outside its range (`name`, value, minimum, maximum).
+fn check_ranges(settings: &[(&str, f64, f64, f64)]) -> Result<()> {
+    for &(name, value, min, max) in settings {
+        if !(min..=max).contains(&value) {
+            bail!("{name} = {value} is outside its range {min}..={max}");
+        }
+    }
+    Ok(())
 }
 
 /// Stores a trained predictor with its index; completes `job` in the same transaction and
@@ -576,5 +624,32 @@ mod tests {
         ));
         let error = JobParams::from_columns("sculpt", &params).unwrap_err();
         assert!(format!("{error:#}").contains("sculpt"), "{error:#}");
+    }
+
+    #[test]
+    fn settings_outside_their_ranges_are_refused_at_enqueue() {
+        let request = |config: serde_json::Value| -> TrainRequest {
+            serde_json::from_value(serde_json::json!({
+                "target": {"benchmark": "nb201", "dataset": "cifar10", "metric": "acc"},
+                "config": config
+            }))
+            .unwrap()
+        };
+        assert!(validate_train(&request(serde_json::json!({}))).is_ok());
+        for (config, name) in [
+            (
+                serde_json::json!({"epochs": 1_000_000_000_000u64}),
+                "epochs",
+            ),
+            (serde_json::json!({"ensemble": 100_000}), "ensemble"),
+            (
+                serde_json::json!({"encoder": {"hidden": 1_000_000}}),
+                "encoder.hidden",
+            ),
+            (serde_json::json!({"batch_size": 0}), "batch_size"),
+        ] {
+            let error = format!("{:#}", validate_train(&request(config)).unwrap_err());
+            assert!(error.contains(name), "{error}");
+        }
     }
 }
