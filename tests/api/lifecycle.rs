@@ -200,8 +200,10 @@ async fn an_interrupted_first_run_is_completed_by_the_next_start() {
         eprintln!("  {line}");
     }
     assert!(status.success(), "{status}; log:\n{}", second.log());
+    // 0.4–1.9 s measured (docs/operations.md); the bound is loose so that a loaded CI machine
+    // does not fail it, and still catches the 25 s of an import that ignores the signal.
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_secs(8),
         "shutdown took {took:?}; log:\n{}",
         second.log()
     );
@@ -263,7 +265,7 @@ async fn an_interrupted_first_run_is_completed_by_the_next_start() {
     third.signal(libc::SIGTERM);
     let (status, took) = third.wait_exit(Duration::from_secs(30));
     assert!(
-        status.success() && took < Duration::from_secs(3),
+        status.success() && took < Duration::from_secs(8),
         "{status} {took:?}"
     );
     assert_eq!(running_postgres(&root), None);
