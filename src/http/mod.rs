@@ -180,6 +180,8 @@ impl ApiContext {
             tracing::error!("loading the active predictors failed: {e:#}");
         }
         let watcher = predictors.watch(pool.clone()).abort_handle();
+        // The bundled recipe predictor is parsed once; start now rather than on the first request.
+        tokio::task::spawn_blocking(crate::predict::recipe::bundled);
         let heavy_limit = match config.heavy_limit {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,

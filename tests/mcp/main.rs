@@ -3,7 +3,8 @@
 //!
 //! The checks live in `check_mcp.py`; this test makes a fresh database, starts the servers and
 //! runs the script with the Python named by `ARCHDB_MCP_PYTHON` (`.ci/mcp-venv.sh` makes one).
-//! Without that Python and its `mcp` package the test fails: it is never skipped.
+//! Without that Python and its `mcp` package the test fails in CI (`CI` set, as `.ci/run` sets
+//! it); elsewhere it says that it was skipped, so `cargo test` runs on a fresh clone.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,18 +26,23 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The interpreter with the MCP SDK; a missing one fails the test with the fix.
-fn python() -> String {
+/// The interpreter with the MCP SDK. A missing one fails the test with the fix in CI, and
+/// skips it (saying so) elsewhere.
+fn python() -> Option<String> {
     let python = std::env::var("ARCHDB_MCP_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python)
         .args(["-c", "import mcp, jsonschema"])
         .output();
-    assert!(
-        probe.as_ref().is_ok_and(|o| o.status.success()),
-        "the MCP tests need Python with the `mcp` package: export ARCHDB_MCP_PYTHON=$(.ci/mcp-venv.sh) \
-         ({python}: {probe:?})"
+    if probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return Some(python);
+    }
+    let fix = format!(
+        "the MCP tests need Python with the `mcp` package: export \
+         ARCHDB_MCP_PYTHON=$(.ci/mcp-venv.sh) ({python}: {probe:?})"
     );
-    python
+    assert!(std::env::var_os("CI").is_none(), "{fix}");
+    eprintln!("SKIPPED MCP tests: {fix}");
+    None
 }
 
 /// A URL for `--database-url` naming the same database as `options` (TCP or unix socket).
@@ -93,7 +99,9 @@ fn seed_dir() -> PathBuf {
 
 #[tokio::test]
 async fn the_python_sdk_client_gets_the_rest_answers_over_stdio_and_http() {
-    let python = python();
+    let Some(python) = python() else {
+        return;
+    };
     let options = archdb::testing::fresh_database();
     // Creates and migrates the database, so both servers start on the same schema.
     let db = archdb::db::Database::connect_with(options.clone(), 2, None)

@@ -88,7 +88,7 @@ class Server:
         """The bundled predictor is registered in the background after start."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            answer = requests.get(self.url + "/v1/predictors", timeout=5).json()
+            answer = requests.get(self.url + "/v1/predictors", timeout=60).json()
             if any(p["active"] for p in answer["predictors"]):
                 return
             time.sleep(0.5)
