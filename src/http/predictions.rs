@@ -427,34 +427,69 @@ async fn predict(
         (onnx_items(&ctx, vec![body]).await?, targets)
     };
     let items = Arc::new(load_missing_graphs(&ctx, items, &targets).await?);
-    let lemur_ids = lemur_architecture_ids(&ctx, &targets).await?;
-    let results = tokio::task::spawn_blocking(move || {
+    let mut results = tokio::task::spawn_blocking(move || {
+        // Described once, whatever the number of recipe targets.
+        let descriptors: Vec<GraphDescriptor> =
+            if targets.iter().any(|t| matches!(t, Resolved::Recipe { .. })) {
+                items
+                    .iter()
+                    .map(|item| {
+                        let graph = item
+                            .graph
+                            .as_ref()
+                            .expect("graphs loaded for recipe targets");
+                        GraphDescriptor::new(graph.as_cg())
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
         targets
             .into_iter()
-            .map(|target| answer(target, &items, nearest, &lemur_ids))
+            .map(|target| answer(target, &items, &descriptors, nearest))
             .collect::<Result<Vec<_>>>()
     })
     .await
     .map_err(|e| Error::Internal(e.into()))??;
+    link_lemur_neighbours(&ctx, &mut results).await?;
     Ok(Json(PredictionResponse { results }))
 }
 
-/// The stored architectures of the LEMUR graphs a recipe answer may name as neighbours (alias
-/// `<nn>` for CIFAR-10, `<nn>_<dataset>` otherwise, as `import lemur-onnx` stores them).
-async fn lemur_architecture_ids(
-    ctx: &ApiContext,
-    targets: &[Resolved],
-) -> Result<HashMap<String, i64>> {
-    if !targets.iter().any(|t| matches!(t, Resolved::Recipe { .. })) {
-        return Ok(HashMap::new());
+/// Fills in the stored architecture of the LEMUR graphs that recipe answers name as neighbours
+/// (alias `<nn>` for CIFAR-10, `<nn>_<dataset>` otherwise, as `import lemur-onnx` stores them):
+/// one query for the names named.
+async fn link_lemur_neighbours(ctx: &ApiContext, results: &mut [PredictorResult]) -> Result<()> {
+    let neighbours = || {
+        results
+            .iter()
+            .flat_map(|r| &r.predictions)
+            .flat_map(|p| &p.nearest)
+    };
+    let aliases: Vec<String> = neighbours()
+        .filter_map(|n| Some(lemur_alias(n.name.as_deref()?, n.dataset.as_deref()?)))
+        .collect();
+    if aliases.is_empty() {
+        return Ok(());
     }
-    Ok(sqlx::query_as::<_, (String, i64)>(
-        "select value, architecture_id from architecture_aliases where namespace = 'lemur'",
+    let ids: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "select value, architecture_id from architecture_aliases
+          where namespace = 'lemur' and value = any($1)",
     )
+    .bind(&aliases)
     .fetch_all(&ctx.pool)
     .await?
     .into_iter()
-    .collect())
+    .collect();
+    for n in results
+        .iter_mut()
+        .flat_map(|r| &mut r.predictions)
+        .flat_map(|p| &mut p.nearest)
+    {
+        if let (Some(name), Some(dataset)) = (&n.name, &n.dataset) {
+            n.architecture_id = ids.get(&lemur_alias(name, dataset)).copied();
+        }
+    }
+    Ok(())
 }
 
 fn lemur_alias(name: &str, dataset: &str) -> String {
@@ -470,11 +505,12 @@ fn lemur_alias(name: &str, dataset: &str) -> String {
 const GRAPH_DOMAIN_WIDENING: [f64; 3] = [1.0, 1.5, 3.0];
 
 /// The predictions for one resolved target.
+/// `descriptors` describes every item (when some target is a recipe target).
 fn answer(
     target: Resolved,
     items: &[Item],
+    descriptors: &[GraphDescriptor],
     nearest: usize,
-    lemur_ids: &HashMap<String, i64>,
 ) -> Result<PredictorResult> {
     match target {
         Resolved::Graph {
@@ -505,18 +541,8 @@ fn answer(
             defaulted,
             warnings,
         } => {
-            let descriptors: Vec<GraphDescriptor> = items
-                .iter()
-                .map(|item| {
-                    let graph = item
-                        .graph
-                        .as_ref()
-                        .expect("graphs loaded for recipe targets");
-                    GraphDescriptor::new(graph.as_cg())
-                })
-                .collect();
             let answers =
-                predictor.predict(&descriptors, &[(dataset, recipe.clone(), outside)], nearest);
+                predictor.predict(descriptors, &[(dataset, recipe.clone(), outside)], nearest);
             let mut warnings = warnings;
             let out = answers.iter().filter(|p| !p.warnings.is_empty()).count();
             if let Some(first) = answers.iter().find_map(|p| p.warnings.first()) {
@@ -539,9 +565,8 @@ fn answer(
                         .nearest
                         .into_iter()
                         .map(|n| NearestMeasured {
-                            architecture_id: lemur_ids
-                                .get(&lemur_alias(&n.name, &n.dataset))
-                                .copied(),
+                            // Filled in by `link_lemur_neighbours`.
+                            architecture_id: None,
                             name: Some(n.name),
                             dataset: Some(n.dataset),
                             measured_accuracy: n.best_accuracy,

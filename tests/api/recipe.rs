@@ -135,6 +135,34 @@ async fn lemur_trials_are_predicted_under_their_own_recipes() {
         assert!(p["nearest"][0]["distance"].as_f64().unwrap() < 1e-6);
         predicted.push(p["accuracy"].as_f64().unwrap());
     }
+    // Once the LEMUR graphs are stored, the neighbours name their architectures.
+    archdb::import::run(
+        &app.pool,
+        archdb::import::ImportKind::LemurOnnx,
+        &sample_dir().join("onnx"),
+        std::sync::Arc::new(archdb::import::NoProgress),
+    )
+    .await
+    .unwrap();
+    let (_, stored) = app
+        .get_json("/v1/architectures?family=lemur&limit=100")
+        .await;
+    let alexnet = stored["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "AlexNet")
+        .unwrap_or_else(|| panic!("{stored}"))["id"]
+        .clone();
+    let (status, body) = predict(
+        &app,
+        json!({"onnx_base64": [b64(&sample_onnx("AlexNet"))], "targets": [targets[0]]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let first = &body["results"][0]["predictions"][0];
+    assert_eq!(first["architecture_id"], alexnet, "{first}");
+    assert_eq!(first["nearest"][0]["architecture_id"], alexnet, "{first}");
     // The recipe decides the accuracy: the predictions follow the measured trials.
     let truth: Vec<f64> = chosen.iter().map(|t| t.2).collect();
     let rho = archdb::stats::spearman(&predicted, &truth);

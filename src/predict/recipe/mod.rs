@@ -489,6 +489,18 @@ pub fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// Rows as the column-major buffer perpetual's `Matrix` reads, with their column count.
+fn column_major(rows: &[Vec<f64>]) -> (Vec<f64>, usize) {
+    let cols = rows.first().map_or(0, Vec::len);
+    let mut data = vec![0.0; rows.len() * cols];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            data[c * rows.len() + r] = *v;
+        }
+    }
+    (data, cols)
+}
+
 /// Fits gradient-boosted trees on rows of one feature set (logit targets).
 pub fn fit_booster(
     rows: &[Vec<f64>],
@@ -496,34 +508,21 @@ pub fn fit_booster(
     budget: f32,
     seed: u64,
 ) -> Result<PerpetualBooster, PredictError> {
-    let cols = rows.first().map_or(0, Vec::len);
-    let mut data = vec![0.0; rows.len() * cols];
-    for (r, row) in rows.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            data[c * rows.len() + r] = *v;
-        }
-    }
-    let matrix = Matrix::new(&data, rows.len(), cols);
+    let (data, cols) = column_major(rows);
     let mut booster = PerpetualBooster::default()
         .set_objective(Objective::SquaredLoss)
         .set_budget(budget)
         .set_seed(seed)
         .set_num_threads(Some(rayon::current_num_threads()));
     booster
-        .fit(&matrix, targets, None, None)
+        .fit(&Matrix::new(&data, rows.len(), cols), targets, None, None)
         .map_err(|e| PredictError::Config(format!("boosting failed: {e}")))?;
     Ok(booster)
 }
 
 /// Predictions of a booster for rows (logit scale).
 pub fn booster_predict(booster: &PerpetualBooster, rows: &[Vec<f64>]) -> Vec<f64> {
-    let cols = rows.first().map_or(0, Vec::len);
-    let mut data = vec![0.0; rows.len() * cols];
-    for (r, row) in rows.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            data[c * rows.len() + r] = *v;
-        }
-    }
+    let (data, cols) = column_major(rows);
     booster.predict(&Matrix::new(&data, rows.len(), cols), false)
 }
 
