@@ -5,6 +5,19 @@
 /// `results.benchmark` of LEMUR rows; also the alias namespace and family of its graphs.
 pub const BENCHMARK: &str = "lemur";
 
+/// The dataset of a graph whose stem carries no `_<dataset>` suffix.
+pub const DEFAULT_GRAPH_DATASET: &str = "cifar-10";
+
+/// A LEMUR graph's stem, as the ONNX extract names its files and `import lemur-onnx` its alias:
+/// `<nn>` on CIFAR-10, `<nn>_<dataset>` otherwise.
+pub fn graph_stem(nn: &str, dataset: &str) -> String {
+    if dataset == DEFAULT_GRAPH_DATASET {
+        nn.to_string()
+    } else {
+        format!("{nn}_{dataset}")
+    }
+}
+
 /// Integer columns of `stat/nn/<nn>.json` (and of `lemur_nn_stat`).
 pub const NN_STAT_INTS: [&str; 24] = [
     "total_layers",

@@ -310,11 +310,12 @@ fn resolve(snapshot: &[Arc<Loaded>], targets: Option<Vec<TargetRequest>>) -> Res
                     target.hyperparameters.as_ref().unwrap_or(&empty),
                 );
                 let (recipe, defaulted, range_warnings) = predictor.complete(dataset, &asked);
+                let outside = !range_warnings.is_empty();
                 warnings.extend(range_warnings);
                 return Ok(Resolved::Recipe {
                     predictor,
                     dataset,
-                    outside: predictor.outside_ranges(dataset, &recipe),
+                    outside,
                     recipe,
                     requested: Some(target),
                     defaulted,
@@ -466,7 +467,12 @@ async fn link_lemur_neighbours(ctx: &ApiContext, results: &mut [PredictorResult]
             .flat_map(|p| &p.nearest)
     };
     let aliases: Vec<String> = neighbours()
-        .filter_map(|n| Some(lemur_alias(n.name.as_deref()?, n.dataset.as_deref()?)))
+        .filter_map(|n| {
+            Some(crate::lemur::graph_stem(
+                n.name.as_deref()?,
+                n.dataset.as_deref()?,
+            ))
+        })
         .collect();
     if aliases.is_empty() {
         return Ok(());
@@ -486,18 +492,10 @@ async fn link_lemur_neighbours(ctx: &ApiContext, results: &mut [PredictorResult]
         .flat_map(|p| &mut p.nearest)
     {
         if let (Some(name), Some(dataset)) = (&n.name, &n.dataset) {
-            n.architecture_id = ids.get(&lemur_alias(name, dataset)).copied();
+            n.architecture_id = ids.get(&crate::lemur::graph_stem(name, dataset)).copied();
         }
     }
     Ok(())
-}
-
-fn lemur_alias(name: &str, dataset: &str) -> String {
-    if dataset == "cifar-10" {
-        name.to_string()
-    } else {
-        format!("{name}_{dataset}")
-    }
 }
 
 /// How much wider than an in-domain one a benchmark predictor's interval is at the edge of its

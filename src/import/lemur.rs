@@ -19,10 +19,7 @@ use tokio::sync::mpsc;
 use super::{CopySink, Import, ImportKind, Progress, Summary, Unit, copy_merge, open_gz};
 use crate::db::architectures::{self, NewArchitecture};
 use crate::graph::BuildOptions;
-use crate::lemur::{BENCHMARK, NN_STAT_FLOATS, NN_STAT_INTS};
-
-/// The dataset of a graph whose file name carries no dataset (`<nn>.onnx`).
-const DEFAULT_GRAPH_DATASET: &str = "cifar-10";
+use crate::lemur::{BENCHMARK, DEFAULT_GRAPH_DATASET, NN_STAT_FLOATS, NN_STAT_INTS, graph_stem};
 
 /// The first existing file among `names` (the full extract and `sample/` name them differently).
 fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
@@ -421,11 +418,7 @@ fn read_index(path: &Path) -> Result<HashSet<String>> {
     csv.deserialize::<Entry>()
         .map(|e| {
             let e = e.with_context(|| format!("reading {}", path.display()))?;
-            Ok(if e.dataset == DEFAULT_GRAPH_DATASET {
-                e.nn
-            } else {
-                format!("{}_{}", e.nn, e.dataset)
-            })
+            Ok(graph_stem(&e.nn, &e.dataset))
         })
         .collect()
 }

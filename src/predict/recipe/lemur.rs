@@ -14,9 +14,7 @@ use super::train::{Graph, Row, TrainingSet};
 use super::{CompleteRecipe, DATASETS, GraphDescriptor};
 use crate::graph::BuildOptions;
 use crate::graph::StoredGraph;
-
-/// The dataset of a graph whose tarball member has no `_<dataset>` suffix.
-const DEFAULT_GRAPH_DATASET: &str = "cifar-10";
+use crate::lemur::DEFAULT_GRAPH_DATASET;
 
 /// A LEMUR model's family: its name up to the first `-` (`FractalNet`, `rag`, `alt`, …).
 pub fn family(nn: &str) -> &str {

@@ -597,7 +597,8 @@ impl RecipePredictor {
     }
 
     /// Fills the missing fields of `recipe` with the dataset's typical values; returns the names
-    /// filled and warnings for values outside the training ranges.
+    /// filled and a warning per given value outside the training ranges (the typical values are
+    /// medians, always inside, so a recipe is outside exactly when there is a warning).
     pub fn complete(
         &self,
         dataset: usize,
@@ -726,18 +727,6 @@ impl RecipePredictor {
             }
         }
         out
-    }
-
-    /// Whether a complete recipe lies outside the dataset's training ranges.
-    pub fn outside_ranges(&self, dataset: usize, recipe: &CompleteRecipe) -> bool {
-        let ranges = &self.datasets[dataset].ranges;
-        let check =
-            |name: &str, v: f64| ranges.get(name).is_some_and(|[lo, hi]| v < *lo || v > *hi);
-        check("epoch", recipe.epoch)
-            || check("lr", recipe.lr)
-            || check("momentum", recipe.momentum)
-            || check("batch", recipe.batch)
-            || check("dropout", recipe.dropout)
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, PredictError> {
