@@ -7,7 +7,8 @@
 //! * the same for a stored cell (answered from the predictor's index);
 //! * one ONNX for one recipe target (LEMUR CIFAR-10 after 5 epochs with given hyperparameters),
 //!   and for 200 recipe targets (one per epoch and learning rate);
-//! * batches: 10,000 stored ids, 10,000 NB201 indices, 1,000 uploads (base64) → architectures/s.
+//! * batches: 10,000 stored ids, 10,000 NB201 indices, 1,000 uploads (base64) → architectures/s
+//!   (best of 3, and the first call's time).
 //!
 //! `cargo bench --bench predictions` (release). Pin to one core with `taskset -c 0` for the
 //! single-core figure. Results: `docs/benchmarks.md`.
@@ -187,18 +188,23 @@ async fn bench() {
             uploads.len(),
         ),
     ] {
-        let mut best = f64::INFINITY;
+        // The first call describes stored graphs for the recipe predictor; later ones find
+        // them in the registry's cache.
+        let mut times = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
             let resp = client.post(&url).json(&body).send().await.unwrap();
             assert_eq!(resp.status(), 200);
             resp.bytes().await.unwrap();
-            best = best.min(t.elapsed().as_secs_f64());
+            times.push(t.elapsed().as_secs_f64());
         }
+        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
         println!(
-            "{label}: {n} architectures in {:.0} ms → {:.0} architectures/s (best of 3)",
+            "{label}: {n} architectures in {:.0} ms → {:.0} architectures/s (best of 3; first \
+             {:.0} ms)",
             best * 1e3,
-            n as f64 / best
+            n as f64 / best,
+            times[0] * 1e3
         );
     }
 }

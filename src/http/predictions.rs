@@ -210,6 +210,8 @@ struct Item {
     macs: u64,
     /// The graph, when it was parsed from the request or generated.
     graph: Option<Arc<StoredGraph>>,
+    /// Its recipe-predictor descriptor, when the registry's cache holds it.
+    descriptor: Option<Arc<GraphDescriptor>>,
 }
 
 /// A target of the request, resolved to the predictor that answers it.
@@ -427,24 +429,39 @@ async fn predict(
         let body = Bytes::from_request(request, &ctx).await?;
         (onnx_items(&ctx, vec![body]).await?, targets)
     };
+    let describe = targets.iter().any(|t| matches!(t, Resolved::Recipe { .. }));
+    let mut items = items;
+    if describe {
+        let cache = ctx.predictors.descriptors();
+        for item in &mut items {
+            item.descriptor = item.architecture_id.and_then(|id| cache.get(id));
+        }
+    }
     let items = Arc::new(load_missing_graphs(&ctx, items, &targets).await?);
+    let registry = ctx.predictors.clone();
     let mut results = tokio::task::spawn_blocking(move || {
-        // Described once, whatever the number of recipe targets.
-        let descriptors: Vec<GraphDescriptor> =
-            if targets.iter().any(|t| matches!(t, Resolved::Recipe { .. })) {
-                items
-                    .iter()
-                    .map(|item| {
+        // Described once, whatever the number of recipe targets; stored ones are kept.
+        let descriptors: Vec<GraphDescriptor> = if describe {
+            items
+                .iter()
+                .map(|item| match &item.descriptor {
+                    Some(d) => GraphDescriptor::clone(d),
+                    None => {
                         let graph = item
                             .graph
                             .as_ref()
-                            .expect("graphs loaded for recipe targets");
-                        GraphDescriptor::new(graph.as_cg())
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+                            .expect("graphs loaded for undescribed items");
+                        let d = GraphDescriptor::new(graph.as_cg());
+                        if let Some(id) = item.architecture_id {
+                            registry.descriptors().insert(id, Arc::new(d.clone()));
+                        }
+                        d
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         targets
             .into_iter()
             .map(|target| answer(target, &items, &descriptors, nearest))
@@ -719,6 +736,7 @@ async fn stored_items(ctx: &ApiContext, ids: &[i64]) -> Result<Vec<Item>> {
                 params: *params as u64,
                 macs: *macs as u64,
                 graph: None,
+                descriptor: None,
             })
         })
         .collect()
@@ -768,6 +786,7 @@ async fn nb201_items(ctx: &ApiContext, cells: &[Nb201Cell]) -> Result<Vec<Item>>
                     params: params as u64,
                     macs: macs as u64,
                     graph: None,
+                    descriptor: None,
                 })
             }
             None => generate.push((i, ns, value)),
@@ -813,6 +832,7 @@ impl From<&crate::ingest::Ingested> for Item {
             params: summary.params,
             macs: summary.macs,
             graph: Some(Arc::new(StoredGraph::from(&ingested.graph))),
+            descriptor: None,
         }
     }
 }
@@ -856,24 +876,26 @@ async fn onnx_items(ctx: &ApiContext, uploads: Vec<Bytes>) -> Result<Vec<Item>> 
         .collect())
 }
 
-/// Loads the stored graphs of items that some target needs: a recipe target always, a
-/// benchmark predictor when the architecture is not in its index.
+/// Loads the stored graphs of items that some target needs: a recipe target when the item's
+/// descriptor is not cached, a benchmark predictor when the architecture is not in its index.
 async fn load_missing_graphs(
     ctx: &ApiContext,
     mut items: Vec<Item>,
     targets: &[Resolved],
 ) -> Result<Vec<Item>> {
-    let needs_graph = |id: i64| {
-        targets.iter().any(|t| match t {
-            Resolved::Graph { loaded, .. } => loaded.index.get(id).is_none(),
-            Resolved::Recipe { .. } => true,
-        })
+    let needs_graph = |item: &Item| {
+        item.graph.is_none()
+            && item.architecture_id.is_some_and(|id| {
+                targets.iter().any(|t| match t {
+                    Resolved::Graph { loaded, .. } => loaded.index.get(id).is_none(),
+                    Resolved::Recipe { .. } => item.descriptor.is_none(),
+                })
+            })
     };
     let missing: Vec<i64> = items
         .iter()
-        .filter(|item| item.graph.is_none())
+        .filter(|item| needs_graph(item))
         .filter_map(|item| item.architecture_id)
-        .filter(|id| needs_graph(*id))
         .collect();
     if missing.is_empty() {
         return Ok(items);
@@ -884,16 +906,17 @@ async fn load_missing_graphs(
         .into_iter()
         .map(|(id, g)| (id, Arc::new(g)))
         .collect();
-    for item in items.iter_mut().filter(|i| i.graph.is_none()) {
-        let Some(id) = item.architecture_id else {
-            continue;
-        };
-        if let Some(g) = graphs.get(&id) {
-            item.graph = Some(g.clone());
-        } else if needs_graph(id) {
-            return Err(Error::Unprocessable(format!(
-                "architecture {id} has no stored graph"
-            )));
+    for item in items.iter_mut().filter(|item| needs_graph(item)) {
+        let id = item
+            .architecture_id
+            .expect("only stored items miss their graph");
+        match graphs.get(&id) {
+            Some(g) => item.graph = Some(g.clone()),
+            None => {
+                return Err(Error::Unprocessable(format!(
+                    "architecture {id} has no stored graph"
+                )));
+            }
         }
     }
     Ok(items)

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::db::predictors::{self, CHANNEL, IndexRow, Target};
+use crate::predict::recipe::DescriptorCache;
 use crate::predict::{Backend, Predictor};
 
 /// Fewest measured architectures whose residuals make an interval.
@@ -208,10 +209,12 @@ impl Ord for OrdF32 {
     }
 }
 
-/// The active predictors of a serving process, by target.
+/// The active predictors of a serving process, by target, and the recipe predictor's
+/// descriptors of the stored architectures it was asked about.
 #[derive(Default)]
 pub struct Registry {
     active: RwLock<Arc<Vec<Arc<Loaded>>>>,
+    descriptors: DescriptorCache,
 }
 
 impl Registry {
@@ -237,11 +240,17 @@ impl Registry {
         Ok(())
     }
 
-    /// Drops a deleted architecture from every loaded index.
+    /// Graph descriptors of stored architectures, for the recipe predictor.
+    pub fn descriptors(&self) -> &DescriptorCache {
+        &self.descriptors
+    }
+
+    /// Drops a deleted architecture from every loaded index and the descriptor cache.
     pub fn forget(&self, architecture_id: i64) {
         for loaded in self.snapshot().iter() {
             loaded.index.forget(architecture_id);
         }
+        self.descriptors.forget(architecture_id);
     }
 
     /// Reloads whenever a predictor is activated (and forgets deleted architectures), for as long as the process runs: LISTEN on

@@ -163,6 +163,19 @@ async fn lemur_trials_are_predicted_under_their_own_recipes() {
     let first = &body["results"][0]["predictions"][0];
     assert_eq!(first["architecture_id"], alexnet, "{first}");
     assert_eq!(first["nearest"][0]["architecture_id"], alexnet, "{first}");
+    // By id: the stored graph is described once (then from the registry's cache), with the
+    // same answer as the upload's.
+    for _ in 0..2 {
+        let (status, by_id) = predict(
+            &app,
+            json!({"architecture_ids": [alexnet], "targets": [targets[0]]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{by_id}");
+        let p = &by_id["results"][0]["predictions"][0];
+        assert_eq!(p["accuracy"], first["accuracy"], "{p}");
+        assert_eq!(p["interval"], first["interval"], "{p}");
+    }
     // The recipe decides the accuracy: the predictions follow the measured trials.
     let truth: Vec<f64> = chosen.iter().map(|t| t.2).collect();
     let rho = archdb::stats::spearman(&predicted, &truth);

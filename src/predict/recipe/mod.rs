@@ -169,6 +169,46 @@ pub struct GraphDescriptor {
     pub op_shares: Vec<f64>,
 }
 
+/// Descriptors of stored architectures, kept so that predicting by id does not load the whole
+/// graph again. A stored graph never changes and ids are never reused, so an entry never goes
+/// stale; the least recently used go first when the cache is full.
+pub struct DescriptorCache(std::sync::Mutex<lru::LruCache<i64, std::sync::Arc<GraphDescriptor>>>);
+
+/// Descriptors kept by a [`DescriptorCache`] by default: about 30 MB at ~300 bytes each.
+pub const DESCRIPTOR_CACHE_ENTRIES: usize = 100_000;
+
+impl Default for DescriptorCache {
+    fn default() -> Self {
+        Self::new(std::num::NonZeroUsize::new(DESCRIPTOR_CACHE_ENTRIES).expect("non-zero"))
+    }
+}
+
+impl DescriptorCache {
+    pub fn new(capacity: std::num::NonZeroUsize) -> Self {
+        Self(std::sync::Mutex::new(lru::LruCache::new(capacity)))
+    }
+
+    pub fn get(&self, id: i64) -> Option<std::sync::Arc<GraphDescriptor>> {
+        self.lock().get(&id).cloned()
+    }
+
+    pub fn insert(&self, id: i64, descriptor: std::sync::Arc<GraphDescriptor>) {
+        self.lock().put(id, descriptor);
+    }
+
+    /// Drops a deleted architecture (its memory; lookups by a deleted id fail before this).
+    pub fn forget(&self, id: i64) {
+        self.lock().pop(&id);
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, lru::LruCache<i64, std::sync::Arc<GraphDescriptor>>> {
+        // The cache holds plain values: a panic elsewhere cannot leave it inconsistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Op labels grouped into the families whose shares describe a graph.
 pub fn op_groups() -> &'static [(&'static str, &'static [&'static str])] {
     &[
