@@ -18,6 +18,7 @@ pub mod import;
 pub mod ingest;
 pub mod lemur;
 pub mod mcp;
+pub mod memory;
 pub mod onnx;
 pub mod predict;
 pub mod stats;

@@ -17,7 +17,13 @@ fn main() -> anyhow::Result<()> {
     // Dropping the runtime would wait for every blocking task, e.g. a cancelled import still
     // building graphs; their work is discarded anyway.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    outcome
+    if let Err(e) = outcome {
+        // Expected failures (settings, missing binaries, unreachable directories) are one line
+        // with their causes, never a backtrace; bugs panic with their own report.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -74,7 +74,7 @@ pub(super) async fn load_starter(pool: PgPool, seed_dir: PathBuf) {
         Ok(_) => {}
         Err(e) => tracing::error!("registering the bundled predictor failed: {e:#}"),
     }
-    crate::import::seed::release_freed_memory();
+    crate::memory::release_freed_memory();
 }
 
 /// Completes `grace` after the shutdown signal.

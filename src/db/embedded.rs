@@ -47,6 +47,9 @@ impl EmbeddedPostgres {
         let data_dir = root.join("pg");
         let run_as = postgres_user_if_root()?;
         let socket_dir = socket_dir_for(&root);
+        if let Some((uid, gid)) = run_as {
+            prepare_for_postgres(&root, uid, gid)?;
+        }
         for dir in [&data_dir, &socket_dir] {
             std::fs::create_dir_all(dir)?;
             if let Some((uid, gid)) = run_as {
@@ -301,6 +304,45 @@ fn postgres_user_if_root() -> Result<Option<(u32, u32)>> {
     Ok(Some((uid, gid)))
 }
 
+/// As root, the cluster runs as `postgres`, which must be able to reach `root`. archdb's own
+/// directory is opened to it (search permission for others); a parent it cannot pass stops the
+/// start with one line that names the directory and the fix.
+fn prepare_for_postgres(root: &Path, uid: u32, gid: u32) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let searchable = |meta: &std::fs::Metadata| {
+        let mode = meta.mode();
+        if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        }
+    };
+    let meta = std::fs::metadata(root)?;
+    if !searchable(&meta) {
+        let mut permissions = meta.permissions();
+        permissions.set_mode(meta.mode() | 0o001);
+        std::fs::set_permissions(root, permissions)
+            .with_context(|| format!("opening {} to the postgres user", root.display()))?;
+    }
+    for parent in root.ancestors().skip(1) {
+        let meta = std::fs::metadata(parent)?;
+        if !searchable(&meta) {
+            bail!(
+                "the embedded PostgreSQL runs as the `postgres` user, which cannot reach {} \
+                 because {} (mode {:o}) is closed to it: set ARCHDB_DATA_DIR to a directory it \
+                 can reach (e.g. /var/lib/archdb), or run `chmod o+x {}`",
+                root.display(),
+                parent.display(),
+                meta.mode() & 0o7777,
+                parent.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The socket directory: `root/run` (beside the cluster: initdb wants an empty directory) unless the path is too long for a unix
 /// socket or would need quoting in `pg_ctl -o`, then a stable per-cluster folder in /tmp.
 fn socket_dir_for(root: &Path) -> PathBuf {
@@ -313,4 +355,40 @@ fn socket_dir_for(root: &Path) -> PathBuf {
     }
     let tag = xxhash_rust::xxh3::xxh3_64(root.as_os_str().as_encoded_bytes());
     PathBuf::from(format!("/tmp/archdb-pg-{tag:016x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    #[test]
+    fn a_closed_parent_is_named_and_the_data_dir_is_opened() {
+        let base = tempfile::tempdir().unwrap();
+        let parent = base.path().join("home");
+        let root = parent.join(".archdb");
+        std::fs::create_dir_all(&root).unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(&root, 0o700);
+        mode(&parent, 0o700);
+        // Someone else: neither the owner nor in the group of these directories.
+        let meta = std::fs::metadata(&root).unwrap();
+        let (uid, gid) = (meta.uid() + 1, meta.gid() + 1);
+        let err = prepare_for_postgres(&root, uid, gid)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{} (mode 700)", parent.display())),
+            "{err}"
+        );
+        assert!(err.contains("ARCHDB_DATA_DIR"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        // archdb's own directory was opened; with the parent open too, the start goes on.
+        assert_eq!(std::fs::metadata(&root).unwrap().mode() & 0o777, 0o701);
+        mode(&parent, 0o711);
+        prepare_for_postgres(&root, uid, gid).unwrap();
+    }
 }

@@ -236,6 +236,8 @@ impl Registry {
         }
         let ids: Vec<i64> = next.iter().map(|l| l.id).collect();
         *self.active.write().expect("registry lock") = Arc::new(next);
+        // Loading an index decodes every stored embedding; what it freed goes back to the OS.
+        crate::memory::release_freed_memory();
         tracing::info!(?ids, "active predictors loaded");
         Ok(())
     }

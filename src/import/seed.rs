@@ -71,24 +71,11 @@ pub async fn seed_missing(
             "starter data imported"
         );
         done.push(summary);
-        release_freed_memory();
+        crate::memory::release_freed_memory();
     }
     tracing::info!(
         seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
         "starter set loaded"
     );
     Ok(done)
-}
-
-/// Hands memory the allocator keeps after a large import back to the operating system.
-///
-/// glibc keeps freed memory in per-thread arenas: after the first-run seed (graphs built on
-/// every core) a server held 1.7 GB resident that it no longer used, against 22 MB after a
-/// restart. `malloc_trim(0)` releases the free pages of every arena.
-pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

@@ -53,3 +53,41 @@ fn missing_binaries_give_one_clear_message() {
     .unwrap_err();
     assert!(err.to_string().contains("has no initdb"), "{err}");
 }
+
+/// As root (as in CI), a data directory the `postgres` user cannot reach fails the start with
+/// one line naming the directory and the fix, not initdb's "Permission denied" and a backtrace.
+#[test]
+fn an_unreachable_data_dir_is_one_clear_line_as_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root; this path needs root"
+        );
+        eprintln!("not root: initdb runs as this user, the check does not apply");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let closed = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = closed.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_archdb"))
+        .args(["serve", "--no-seed", "--addr", "127.0.0.1:0"])
+        .env_remove("DATABASE_URL")
+        .env("ARCHDB_DATA_DIR", &data)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains(&closed.path().display().to_string()),
+        "{stderr}"
+    );
+    assert!(last.contains("chmod o+x"), "{stderr}");
+    assert!(
+        !stderr.contains("stack backtrace") && !stderr.contains("Caused by"),
+        "{stderr}"
+    );
+}

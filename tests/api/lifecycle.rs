@@ -225,8 +225,16 @@ async fn an_interrupted_first_run_is_completed_by_the_next_start() {
     let loaded = third.wait_for_message("starter set loaded", long);
     eprintln!("starter set loaded in {} s", loaded["fields"]["seconds"]);
     third.wait_for_message("bundled predictors registered", long);
-    std::thread::sleep(Duration::from_millis(500));
-    let resident = third.resident_mb();
+    // The serving registry loads the new predictors on their NOTIFY (then trims): the resident
+    // size once that has settled, read for up to 10 s.
+    let mut resident = f64::INFINITY;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        resident = third.resident_mb();
+        if resident < 300.0 {
+            break;
+        }
+    }
     eprintln!("resident after the first-run seed: {resident:.0} MB");
 
     let pool = sqlx::PgPool::connect_with(
@@ -285,7 +293,13 @@ async fn bundled_predictor_quality(pool: &sqlx::PgPool, base: &str) {
         request.send().await.unwrap().json().await.unwrap()
     };
     let listed = answer(client.get(format!("{base}/v1/predictors"))).await;
-    let bundled = &listed["predictors"][0];
+    // NB201 CIFAR-10's, whose in-space quality the predictor docs claim (τ-b ≥ 0.85).
+    let bundled = listed["predictors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["target"]["benchmark"] == "nb201" && p["target"]["dataset"] == "cifar10")
+        .unwrap_or_else(|| panic!("no NB201 CIFAR-10 predictor: {listed}"));
     assert_eq!(bundled["active"], true, "{listed}");
     let evaluation = &bundled["evaluation"];
     let stated = evaluation["kendall_tau_b"].as_f64().unwrap();
@@ -312,7 +326,10 @@ async fn bundled_predictor_quality(pool: &sqlx::PgPool, base: &str) {
     let body = answer(
         client
             .post(format!("{base}/v1/predictions"))
-            .json(&serde_json::json!({ "architecture_ids": ids })),
+            .json(&serde_json::json!({
+                "architecture_ids": ids,
+                "targets": [{"benchmark": "nb201", "dataset": "cifar10"}],
+            })),
     )
     .await;
     let predicted: Vec<f64> = body["results"][0]["predictions"]
@@ -324,9 +341,10 @@ async fn bundled_predictor_quality(pool: &sqlx::PgPool, base: &str) {
     let truth: Vec<f64> = held_out.iter().map(|m| m.value).collect();
     let tau = archdb::stats::kendall_tau_b(&predicted, &truth);
     eprintln!("bundled predictor on 300 held-out NB201 cells: τ-b {tau:.3} (header: {stated:.3})");
-    assert!(tau >= 0.75, "held-out τ-b {tau:.3}");
+    assert!(stated >= 0.85, "stated τ-b {stated:.3}");
+    assert!(tau >= 0.8, "held-out τ-b {tau:.3}");
     assert!(
-        (tau - stated).abs() < 0.1,
+        (tau - stated).abs() < 0.06,
         "τ-b {tau:.3} against the stated {stated:.3}"
     );
 }
