@@ -59,7 +59,9 @@ struct TargetRequest {
     dataset: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     metric: Option<String>,
-    /// Training epochs the accuracy is asked after (default: the typical recipe's).
+    /// Training epochs the accuracy is asked after. Recipe predictor: any (default: the typical
+    /// recipe's). Benchmark predictors: the active one trained for this epoch (NB201: 12 or
+    /// 200), else the nearest, with a warning (default: the longest-trained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0)]
     epoch: Option<f64>,
@@ -324,7 +326,7 @@ fn resolve(snapshot: &[Arc<Loaded>], targets: Option<Vec<TargetRequest>>) -> Res
                     warnings,
                 });
             }
-            let Some(loaded) = snapshot.iter().find(|l| target.matches(&l.target)) else {
+            let Some(loaded) = graph_predictor_for(snapshot, &target) else {
                 let asked = serde_json::to_string(&target).unwrap_or_default();
                 return Err(Error::Unprocessable(format!(
                     "targets[{i}] {asked}: no predictor covers it; covered targets: {}",
@@ -336,7 +338,8 @@ fn resolve(snapshot: &[Arc<Loaded>], targets: Option<Vec<TargetRequest>>) -> Res
                 && asked != f64::from(served)
             {
                 warnings.push(format!(
-                    "epoch {asked} ignored: this predictor answers for epoch {served} only"
+                    "epoch {asked} is not served for this benchmark and dataset: answered for \
+                     epoch {served}, the nearest with an active predictor"
                 ));
             }
             if target
@@ -355,6 +358,28 @@ fn resolve(snapshot: &[Arc<Loaded>], targets: Option<Vec<TargetRequest>>) -> Res
             })
         })
         .collect()
+}
+
+/// The active benchmark predictor for a target: among those of its benchmark, dataset and
+/// metric, the one trained for the epoch asked (NB201 has 12- and 200-epoch figures), else the
+/// nearest epoch; without an epoch, the longest-trained.
+fn graph_predictor_for<'a>(
+    snapshot: &'a [Arc<Loaded>],
+    target: &TargetRequest,
+) -> Option<&'a Arc<Loaded>> {
+    let epoch = |l: &Loaded| l.target.epoch.map(f64::from);
+    let candidates = snapshot.iter().filter(|l| target.matches(&l.target));
+    match target.epoch {
+        Some(asked) => candidates.min_by(|a, b| {
+            let gap = |l: &Loaded| epoch(l).map_or(f64::INFINITY, |e| (e - asked).abs());
+            gap(a).total_cmp(&gap(b))
+        }),
+        None => candidates.max_by(|a, b| {
+            let e = |l: &Loaded| epoch(l).unwrap_or(f64::NEG_INFINITY);
+            // The oldest of equals, as before: max_by keeps the last maximum.
+            e(a).total_cmp(&e(b)).then(b.id.cmp(&a.id))
+        }),
+    }
 }
 
 /// Predicts the accuracy of architectures. The body is one raw ONNX file

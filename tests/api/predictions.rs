@@ -714,6 +714,7 @@ async fn the_bundled_predictor_is_registered_once_and_answers() {
         names,
         [
             "nb-macro-cifar10-bundled",
+            "nb201-cifar10-12ep-bundled",
             "nb201-cifar10-bundled",
             "nb201-cifar100-bundled",
             "nb201-imagenet16-120-bundled"
@@ -760,6 +761,36 @@ async fn the_bundled_predictor_is_registered_once_and_answers() {
         p[0]["accuracy"].as_f64().unwrap() > p[1]["accuracy"].as_f64().unwrap(),
         "{p}"
     );
+    // The epoch picks NB201's 12- or 200-epoch predictor (the longest-trained by default; the
+    // nearest, with a warning, for an epoch no predictor is trained for).
+    let asked = |epoch: Option<u32>| {
+        let mut t = json!({"benchmark": "nb201", "dataset": "cifar10"});
+        if let Some(e) = epoch {
+            t["epoch"] = json!(e);
+        }
+        t
+    };
+    let (status, body) = predictions(
+        &app,
+        json!({"architecture_ids": [ids[0]],
+               "targets": [asked(Some(12)), asked(Some(200)), asked(None), asked(Some(40))]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let served: Vec<i64> = results
+        .iter()
+        .map(|r| r["target"]["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(served, [12, 200, 200, 12], "{body}");
+    assert!(results[0]["warnings"].as_array().unwrap().is_empty(), "{body}");
+    assert!(
+        results[3]["warnings"][0].as_str().unwrap().contains("epoch 40"),
+        "{body}"
+    );
+    // 12 epochs of training reach less than 200 on the same cell.
+    let accuracy = |r: &Value| r["predictions"][0]["accuracy"].as_f64().unwrap();
+    assert!(accuracy(&results[0]) < accuracy(&results[1]), "{body}");
 }
 
 #[tokio::test]
