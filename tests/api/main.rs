@@ -20,6 +20,7 @@ mod predictions;
 mod queue;
 mod recipe;
 mod results;
+mod scale_out;
 mod search_spaces;
 mod starvation;
 mod text;
