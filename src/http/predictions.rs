@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -16,6 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
+use super::extract::{Path, Query};
 use super::registry::{Loaded, Neighbour};
 use crate::db::architectures::StoredGraph;
 use crate::db::predictors::{self as store, Target};
@@ -105,7 +105,8 @@ struct PredictionRequest {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct PredictionQuery {
-    /// Nearest measured architectures per prediction (0–50, default 5).
+    /// Nearest measured architectures per prediction (default 5).
+    #[param(minimum = 0, maximum = 50)]
     nearest: Option<usize>,
 }
 
@@ -374,10 +375,9 @@ fn resolve(snapshot: &[Arc<Loaded>], targets: Option<Vec<TargetRequest>>) -> Res
         (status = 503, description = "no predictor at all", body = Problem, content_type = "application/problem+json")))]
 async fn predict(
     State(ctx): State<ApiContext>,
-    query: Result<Query<PredictionQuery>, QueryRejection>,
+    Query(query): Query<PredictionQuery>,
     request: Request,
 ) -> Result<Json<PredictionResponse>> {
-    let Query(query) = query?;
     let nearest = query.nearest.unwrap_or(5);
     if nearest > MAX_NEAREST {
         return Err(Error::BadRequest(format!(
@@ -902,9 +902,11 @@ async fn load_missing_graphs(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct SimilarQuery {
-    /// How many (1–100, default 10).
+    /// How many (default 10).
+    #[param(minimum = 1, maximum = 100)]
     k: Option<usize>,
     /// Which active predictor's embedding space (default: the first active one).
+    #[param(minimum = 1)]
     predictor_id: Option<i64>,
 }
 
@@ -919,18 +921,16 @@ struct SimilarResponse {
 
 /// The measured architectures most similar to one, by distance between encoder embeddings.
 #[utoipa::path(get, path = "/v1/architectures/{id}/similar", tag = "predictions",
-    params(("id" = i64, Path), SimilarQuery),
+    params(("id" = i64, Path, minimum = 1), SimilarQuery),
     responses((status = 200, body = SimilarResponse),
               (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 503, description = "no active predictor", body = Problem, content_type = "application/problem+json")))]
 async fn similar(
     State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
-    query: Result<Query<SimilarQuery>, QueryRejection>,
+    Path(id): Path<i64>,
+    Query(query): Query<SimilarQuery>,
 ) -> Result<Json<SimilarResponse>> {
-    let Path(id) = id?;
-    let Query(query) = query?;
     let k = query.k.unwrap_or(10);
     if !(1..=100).contains(&k) {
         return Err(Error::BadRequest("k must be in 1..=100".into()));
