@@ -180,10 +180,6 @@ struct ColumnParams {
     /// `false`: `prm` is `{}`.
     #[serde(default = "yes")]
     include_prm: bool,
-    /// Also return each hyperparameter as its own column (a name that would shadow a column
-    /// gets a `prm_` prefix).
-    #[serde(default)]
-    prm_as_columns: bool,
     /// nn statistic (alias `nn_flops` or raw `flops`) that must not be null: only rows with
     /// statistics for their own (nn, prm_id), returning just these `nn_*` columns.
     #[serde(default)]
@@ -195,8 +191,18 @@ fn yes() -> bool {
     true
 }
 
+/// `/v1/results` only: hyperparameters as columns.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PrmColumns {
+    /// Also return each hyperparameter as its own column (a name that would shadow a column
+    /// gets a `prm_` prefix).
+    #[serde(default)]
+    prm_as_columns: bool,
+}
+
 impl ColumnParams {
-    fn output(&self) -> Result<Output> {
+    fn output(&self, prm_as_columns: bool) -> Result<Output> {
         let require_nn_stat = self
             .require_nn_stat
             .iter()
@@ -212,7 +218,7 @@ impl ColumnParams {
             code: self.include_code,
             nn_stats: self.include_nn_stats,
             prm: self.include_prm,
-            prm_as_columns: self.prm_as_columns,
+            prm_as_columns,
             require_nn_stat,
         })
     }
@@ -274,7 +280,7 @@ struct ResultRow {
 /// data_withnonnullvalue's `require*`, `include_prm` and `prm_as_columns`. Streams all matching
 /// rows unless `max_rows` is set. Differences from LEMUR: docs/lemur.md.
 #[utoipa::path(get, path = "/v1/results", tag = "results",
-    params(FilterParams, SelectParams, ColumnParams, FormatParam),
+    params(FilterParams, SelectParams, ColumnParams, PrmColumns, FormatParam),
     responses(
         (status = 200, description = "rows in LEMUR order", content(
             (Vec<ResultRow> = "application/json"),
@@ -284,15 +290,17 @@ struct ResultRow {
 async fn list_results(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
-    Strict((filter, select, columns, format)): Strict<(
+    Strict((filter, select, columns, prm, format)): Strict<(
         FilterParams,
         SelectParams,
         ColumnParams,
+        PrmColumns,
         FormatParam,
     )>,
 ) -> Result<Response> {
     let filter = filter.filter()?;
-    let (output, format) = (columns.output()?, format.format.unwrap_or_default());
+    let output = columns.output(prm.prm_as_columns)?;
+    let format = format.format.unwrap_or_default();
     let limit = select.dump_rows(&ctx, caller)?;
     let keys = if output.prm_as_columns {
         store::prm_keys(&ctx.pool, &filter, select.selection(), limit.rows()).await?
@@ -335,7 +343,7 @@ async fn top_models(
     if !(1..=100_000).contains(&n) {
         return Err(Error::BadRequest("n must be between 1 and 100000".into()));
     }
-    let output = no_prm_columns(columns.output()?, "top-models")?;
+    let output = columns.output(false)?;
     let query = store::top_models(&filter.filter()?, &output, n);
     stream_rows(
         &ctx,
@@ -346,22 +354,12 @@ async fn top_models(
     .await
 }
 
-fn no_prm_columns(output: Output, endpoint: &str) -> Result<Output> {
-    if output.prm_as_columns {
-        return Err(Error::BadRequest(format!(
-            "prm_as_columns is only supported by /v1/results, not {endpoint}"
-        )));
-    }
-    Ok(output)
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct PairParams {
     /// Column the partner shares (JoinConf `same_columns`): task, dataset, metric, nn, epoch.
     /// At least one.
-    #[serde(default)]
-    #[param(required, schema_with = same_schema)]
+    #[param(schema_with = same_schema)]
     same: Vec<String>,
     /// Column the partner differs in (JoinConf `diff_columns`).
     #[serde(default)]
@@ -375,6 +373,31 @@ struct PairParams {
     require_partner: bool,
     /// Any text: makes the random choice of partners repeatable.
     seed: Option<String>,
+}
+
+/// [`SelectParams`] with the pairs' bound on `max_rows`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PairSelect {
+    /// As for `/v1/results`.
+    #[serde(default)]
+    only_best_accuracy: bool,
+    /// As for `/v1/results`.
+    #[serde(default)]
+    unique_nn: bool,
+    /// Rows with a partner (default 100; 0 is the default too).
+    #[param(minimum = 0, maximum = 1000)]
+    max_rows: Option<i64>,
+}
+
+impl From<PairSelect> for SelectParams {
+    fn from(p: PairSelect) -> Self {
+        SelectParams {
+            only_best_accuracy: p.only_best_accuracy,
+            unique_nn: p.unique_nn,
+            max_rows: p.max_rows,
+        }
+    }
 }
 
 /// Most rows of a pairs answer: each costs a scan of the filtered rows.
@@ -398,7 +421,7 @@ fn pair_column(c: &str) -> Result<&'static str> {
 /// `better`, has a higher accuracy, e.g. `same=task&same=dataset&same=metric&same=epoch&diff=nn&
 /// better=true` for (model, better model) pairs.
 #[utoipa::path(get, path = "/v1/results/pairs", tag = "results",
-    params(PairParams, FilterParams, SelectParams, ColumnParams, FormatParam),
+    params(PairParams, FilterParams, PairSelect, ColumnParams, FormatParam),
     responses(
         (status = 200, description = "rows with their partner's columns suffixed `_2`", content(
             (Vec<ResultRow> = "application/json"),
@@ -410,7 +433,7 @@ async fn pairs(
     Strict((p, filter, select, columns, format)): Strict<(
         PairParams,
         FilterParams,
-        SelectParams,
+        PairSelect,
         ColumnParams,
         FormatParam,
     )>,
@@ -435,13 +458,14 @@ async fn pairs(
             "pairs need at least one `same` column (e.g. same=task&same=dataset)".into(),
         ));
     }
+    let select = SelectParams::from(select);
     let max_rows = select.max_rows()?.unwrap_or(100);
     if max_rows > MAX_PAIRS {
         return Err(Error::BadRequest(format!(
             "max_rows must be at most {MAX_PAIRS} for pairs"
         )));
     }
-    let output = no_prm_columns(columns.output()?, "pairs")?;
+    let output = columns.output(false)?;
     let query = store::pairs(
         &filter.filter()?,
         select.selection(),
@@ -582,7 +606,7 @@ async fn similar(
     // The candidates are sorted by accuracy, so the first ones are the rows LEMUR keeps.
     found.truncate(n * overfetch);
     let (ids, js) = found.into_iter().unzip();
-    let output = no_prm_columns(columns.output()?, "similar")?;
+    let output = columns.output(false)?;
     let query = store::similar_rows(&output, &anchor.nn, ids, js);
     stream_rows(
         &ctx,
