@@ -1,7 +1,8 @@
 //! Extractors that reject into the API's [`Error`] (problem+json), so that handlers take the
 //! value itself instead of a `Result<_, XRejection>`, and [`Strict`] query parameters.
 
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
@@ -25,10 +26,43 @@ pub struct Query<T>(pub T);
 pub struct MultiQuery<T>(pub T);
 
 /// A JSON body; 400 when it is not JSON, 415 without a JSON type, 422 when it has the wrong
-/// shape.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(Error))]
+/// shape. A whole number written with a fraction (`50.0`) is an integer, as in JSON Schema.
+#[derive(Debug)]
 pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        let axum::Json(mut value) =
+            axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        whole_numbers_as_integers(&mut value);
+        serde_json::from_value(value).map(JsonBody).map_err(|e| {
+            Error::Rejection(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("Failed to deserialize the JSON body into the target type: {e}"),
+            )
+        })
+    }
+}
+
+/// Rewrites floats without a fraction that an `f64` holds exactly (|x| ≤ 2^53) as integers, so
+/// that integer fields take them; float fields take integers anyway.
+fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0)
+                && f.abs() <= 9_007_199_254_740_992.0
+            {
+                *n = (f as i64).into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
+}
 
 /// Query parameters (repeatable, as [`MultiQuery`]) that must all be declared by one of the
 /// parameter sets of `T`, a tuple of [`IntoParams`] types: an unknown name is a 400, since a
@@ -117,6 +151,30 @@ mod tests {
         Strict::<(Page, Names)>::from_request_parts(&mut parts, &())
             .await
             .map(|s| s.0)
+    }
+
+    #[tokio::test]
+    async fn json_bodies_take_whole_floats_as_integers() {
+        #[derive(Debug, Deserialize)]
+        struct Body {
+            samples: usize,
+            rate: f64,
+        }
+        let body = |json: &str| {
+            axum::http::Request::post("/x")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(json.to_string()))
+                .unwrap()
+        };
+        let JsonBody(b) =
+            JsonBody::<Body>::from_request(body(r#"{"samples": 50.0, "rate": 1}"#), &())
+                .await
+                .unwrap();
+        assert_eq!((b.samples, b.rate), (50, 1.0));
+        let err = JsonBody::<Body>::from_request(body(r#"{"samples": 50.5, "rate": 1}"#), &())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Rejection(s, _) if s == 422), "{err:?}");
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
-use super::extract::{Path, Query};
+use super::extract::{JsonBody, Path, Query};
 use super::registry::{Loaded, Neighbour};
 use crate::db::architectures::StoredGraph;
 use crate::db::predictors::{self as store, Target};
@@ -41,11 +41,34 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 }
 
 /// An NB201 cell: official index (0–15,624) or architecture string.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum Nb201Cell {
     Index(u32),
     Arch(String),
+}
+
+/// [`Nb201Cell`]s: indices 0–15,624 or architecture strings of NB201's five ops.
+fn nb201_cells() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let op = "(none|skip_connect|nor_conv_1x1|nor_conv_3x3|avg_pool_3x3)";
+    let arch = format!("^\\|{op}~0\\|\\+\\|{op}~0\\|{op}~1\\|\\+\\|{op}~0\\|{op}~1\\|{op}~2\\|$");
+    let cell = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(15_624)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(arch)),
+        );
+    ArrayBuilder::new()
+        .items(cell)
+        .description(Some("NAS-Bench-201 cells (CIFAR-10 network)."))
+        .build()
 }
 
 /// What to predict: a target (benchmark or source, dataset, metric; fields left out match
@@ -89,7 +112,7 @@ struct PredictionRequest {
     architecture_ids: Vec<i64>,
     /// NAS-Bench-201 cells (CIFAR-10 network).
     #[serde(default)]
-    #[schema(value_type = Vec<Object>, example = json!([6111, "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"]))]
+    #[schema(schema_with = nb201_cells, example = json!([6111, "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"]))]
     nb201: Vec<Nb201Cell>,
     /// ONNX models, base64 (at most 1,000).
     #[serde(default)]
@@ -386,7 +409,8 @@ async fn predict(
     }
     let snapshot = ctx.predictors.snapshot();
     let (items, targets) = if super::has_content_type(&request, "application/json") {
-        let Json(body): Json<PredictionRequest> = Json::from_request(request, &ctx).await?;
+        let JsonBody(body): JsonBody<PredictionRequest> =
+            JsonBody::from_request(request, &ctx).await?;
         let total = body.architecture_ids.len() + body.nb201.len() + body.onnx_base64.len();
         if total == 0 {
             return Err(Error::Unprocessable(
