@@ -137,7 +137,8 @@ struct ListQuery {
     /// Page size (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(pattern = r"^(-?[0-9]{1,18}\.-?[0-9]{1,18})?$")]
     cursor: Option<String>,
 }
 

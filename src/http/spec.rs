@@ -9,7 +9,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
-use utoipa::openapi::schema::{ArrayItems, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ArrayItems, ObjectBuilder, OneOfBuilder, Schema,
+    SchemaType, Type,
+};
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Required, Response, ResponseBuilder};
 
@@ -36,6 +39,44 @@ pub fn complete(spec: &mut OpenApi) {
         }
     }
     link(spec);
+    // Body rules a struct's fields cannot say.
+    some_of(
+        spec,
+        "PredictionRequest",
+        &["architecture_ids", "nb201", "onnx_base64"],
+        false,
+    );
+    some_of(spec, "PredictionsBody", &["probs", "logits"], true);
+}
+
+/// Requires at least one (or, with `exactly_one`, exactly one) of the array `fields` of the
+/// component schema to be present and non-empty.
+fn some_of(spec: &mut OpenApi, component: &str, fields: &[&str], exactly_one: bool) {
+    let Some(schemas) = spec.components.as_mut().map(|c| &mut c.schemas) else {
+        return;
+    };
+    let Some(original) = schemas.get(component).cloned() else {
+        return;
+    };
+    let branch = |f: &str| {
+        ObjectBuilder::new()
+            .required(f)
+            .property(f, ArrayBuilder::new().min_items(Some(1)))
+            .build()
+    };
+    let rule: Schema = if exactly_one {
+        fields
+            .iter()
+            .fold(OneOfBuilder::new(), |b, f| b.item(branch(f)))
+            .into()
+    } else {
+        fields
+            .iter()
+            .fold(AnyOfBuilder::new(), |b, f| b.item(branch(f)))
+            .into()
+    };
+    let schema = AllOfBuilder::new().item(original).item(rule).build();
+    schemas.insert(component.to_string(), RefOr::T(Schema::AllOf(schema)));
 }
 
 /// What the extractors and the shared limits answer before a handler runs: 400 for a
@@ -45,6 +86,13 @@ fn rejections(operation: &mut Operation, scope: Scope) {
     for parameter in operation.parameters.iter_mut().flatten() {
         if let RefOr::T(parameter) = parameter {
             no_nul(&mut parameter.schema);
+            // A repeatable parameter that needs a value is required (utoipa drops `required`
+            // next to `schema_with`).
+            if let Some(RefOr::T(Schema::Array(array))) = &parameter.schema
+                && array.min_items.is_some_and(|n| n > 0)
+            {
+                parameter.required = Required::True;
+            }
         }
     }
     if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
