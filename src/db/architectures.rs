@@ -42,7 +42,8 @@ pub struct NewArchitecture {
     pub name: Option<String>,
     /// Model family (e.g. `resnet`, `nb201`).
     pub family: Option<String>,
-    /// Where the model comes from (e.g. `torchvision`, `lemur`).
+    /// Where the model comes from (see `source_schema`).
+    #[param(schema_with = crate::http::architectures::source_schema)]
     pub source: Option<String>,
 }
 

@@ -74,6 +74,24 @@ pub struct Output {
 
 /// The `results` column behind a LEMUR field name of `require_stat_nonnull` (plus the generic
 /// columns), or `None` for an unknown name.
+/// The fields `require` names (the argument of [`require_column`]).
+pub const REQUIRE_FIELDS: [&str; 14] = [
+    "id",
+    "task",
+    "dataset",
+    "metric",
+    "nn",
+    "epoch",
+    "accuracy",
+    "duration",
+    "transform",
+    "prm",
+    "prm_id",
+    "split",
+    "seed",
+    "architecture_id",
+];
+
 pub fn require_column(field: &str) -> Option<&'static str> {
     Some(match field {
         "id" => "source_key",
@@ -127,6 +145,12 @@ const NN_STAT_NAMES: [(&str, &str); 29] = [
 ];
 
 /// The `lemur_nn_stat` column for an `nn_*` alias or a raw column name.
+/// Every name [`nn_stat_column`] takes: the aliases, then the raw columns.
+pub fn nn_stat_names() -> impl Iterator<Item = &'static str> {
+    let aliases = NN_STAT_NAMES.iter().map(|(alias, _)| *alias);
+    aliases.chain(NN_STAT_NAMES.iter().map(|(_, col)| *col))
+}
+
 pub fn nn_stat_column(name: &str) -> Option<&'static str> {
     NN_STAT_NAMES
         .iter()
@@ -682,5 +706,15 @@ mod tests {
         assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
         assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
         assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+
+    #[test]
+    fn listed_names_are_the_accepted_ones() {
+        assert!(REQUIRE_FIELDS.iter().all(|f| require_column(f).is_some()));
+        assert_eq!(require_column("colour"), None);
+        let names: Vec<&str> = nn_stat_names().collect();
+        assert_eq!(names.len(), 2 * NN_STAT_NAMES.len());
+        assert!(names.iter().all(|n| nn_stat_column(n).is_some()));
+        assert!(names.contains(&"nn_flops") && names.contains(&"flops"));
     }
 }

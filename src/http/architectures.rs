@@ -2,8 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
-use super::error::{Error, Problem, Result};
+use super::error::{Error, Problem, Result, blocking};
+use super::extract::{MultiQuery, Path, Query};
 use crate::db::architectures::{
     self as store, Alias, Architecture, ListFilter, NewArchitecture, SortKey, StoredGraph,
 };
@@ -44,10 +44,9 @@ pub fn router() -> OpenApiRouter<ApiContext> {
         (status = 422, description = "invalid graph (cycle, dangling input), or a `source` reserved for importers", body = Problem, content_type = "application/problem+json")))]
 async fn create_architecture(
     State(ctx): State<ApiContext>,
-    query: Result<Query<NewArchitecture>, QueryRejection>,
+    Query(mut meta): Query<NewArchitecture>,
     request: Request,
 ) -> Result<Response> {
-    let Query(mut meta) = query?;
     let body = if super::has_content_type(&request, "multipart/form-data") {
         read_multipart(Multipart::from_request(request, &ctx).await?, &mut meta).await?
     } else {
@@ -65,9 +64,7 @@ async fn create_architecture(
     let options = BuildOptions {
         max_nodes: ctx.config.max_nodes,
     };
-    let ingested = tokio::task::spawn_blocking(move || ingest::ingest(body, options))
-        .await
-        .map_err(|e| Error::Internal(e.into()))??;
+    let ingested = blocking(move || ingest::ingest(body, options)).await??;
     let (arch, created) = store::insert(&ctx.pool, &ingested, &meta).await?;
     let status = if created {
         StatusCode::CREATED
@@ -87,6 +84,7 @@ struct UploadForm {
     file: Vec<u8>,
     name: Option<String>,
     family: Option<String>,
+    #[schema(schema_with = source_schema)]
     source: Option<String>,
 }
 
@@ -133,12 +131,58 @@ struct ListQuery {
     max_params: Option<i64>,
     min_macs: Option<i64>,
     max_macs: Option<i64>,
-    /// `id`, `params`, `macs`, `depth` or `num_nodes`; prefix `-` for descending.
-    sort: Option<String>,
-    /// Page size, 1–1000 (default 50).
+    /// Sort key (default `id`); a `-` prefix sorts descending.
+    #[param(inline)]
+    sort: Option<Sort>,
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(pattern = r"^(-?[0-9]{1,18}\.-?[0-9]{1,18})?$")]
     cursor: Option<String>,
+}
+
+/// A listing order: a sort key, ascending or (with `-`) descending.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+enum Sort {
+    #[serde(rename = "id")]
+    Id,
+    #[serde(rename = "-id")]
+    IdDesc,
+    #[serde(rename = "params")]
+    Params,
+    #[serde(rename = "-params")]
+    ParamsDesc,
+    #[serde(rename = "macs")]
+    Macs,
+    #[serde(rename = "-macs")]
+    MacsDesc,
+    #[serde(rename = "depth")]
+    Depth,
+    #[serde(rename = "-depth")]
+    DepthDesc,
+    #[serde(rename = "num_nodes")]
+    NumNodes,
+    #[serde(rename = "-num_nodes")]
+    NumNodesDesc,
+}
+
+impl Sort {
+    /// The key and whether it sorts descending.
+    fn key(self) -> (SortKey, bool) {
+        match self {
+            Sort::Id => (SortKey::Id, false),
+            Sort::IdDesc => (SortKey::Id, true),
+            Sort::Params => (SortKey::Params, false),
+            Sort::ParamsDesc => (SortKey::Params, true),
+            Sort::Macs => (SortKey::Macs, false),
+            Sort::MacsDesc => (SortKey::Macs, true),
+            Sort::Depth => (SortKey::Depth, false),
+            Sort::DepthDesc => (SortKey::Depth, true),
+            Sort::NumNodes => (SortKey::NumNodes, false),
+            Sort::NumNodesDesc => (SortKey::NumNodes, true),
+        }
+    }
 }
 
 /// A page of architectures.
@@ -155,22 +199,9 @@ struct ArchitecturePage {
               (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn list_architectures(
     State(ctx): State<ApiContext>,
-    query: Result<axum_extra::extract::Query<ListQuery>, axum_extra::extract::QueryRejection>,
+    MultiQuery(q): MultiQuery<ListQuery>,
 ) -> Result<Json<ArchitecturePage>> {
-    let q = query?.0;
-    let (sort, descending) = match q.sort.as_deref() {
-        None => (SortKey::Id, false),
-        Some(s) => {
-            let (desc, key) = s.strip_prefix('-').map_or((false, s), |k| (true, k));
-            let key: SortKey = serde_json::from_value(serde_json::Value::String(key.to_string()))
-                .map_err(|_| {
-                Error::BadRequest(format!(
-                    "unknown sort key `{key}` (id, params, macs, depth, num_nodes)"
-                ))
-            })?;
-            (key, desc)
-        }
-    };
+    let (sort, descending) = q.sort.unwrap_or(Sort::Id).key();
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(Error::BadRequest("limit must be between 1 and 1000".into()));
@@ -216,19 +247,18 @@ struct ArchitectureDetail {
     aliases: Vec<Alias>,
 }
 
-async fn find(ctx: &ApiContext, id: Result<Path<i64>, PathRejection>) -> Result<Architecture> {
-    let Path(id) = id?;
+async fn find(ctx: &ApiContext, id: i64) -> Result<Architecture> {
     store::get(&ctx.pool, id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))
 }
 
 /// One architecture.
-#[utoipa::path(get, path = "/v1/architectures/{id}", tag = "architectures", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/v1/architectures/{id}", tag = "architectures", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = ArchitectureDetail), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_architecture(
     State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
+    Path(id): Path<i64>,
 ) -> Result<Json<ArchitectureDetail>> {
     let architecture = find(&ctx, id).await?;
     let aliases = store::aliases(&ctx.pool, architecture.id).await?;
@@ -239,13 +269,12 @@ async fn get_architecture(
 }
 
 /// Deletes an architecture with its graph, ONNX and aliases.
-#[utoipa::path(delete, path = "/v1/architectures/{id}", tag = "architectures", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/v1/architectures/{id}", tag = "architectures", params(("id" = i64, Path, minimum = 1)),
     responses((status = 204, description = "deleted"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn delete_architecture(
     State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
+    Path(id): Path<i64>,
 ) -> Result<StatusCode> {
-    let Path(id) = id?;
     if store::delete(&ctx.pool, id).await? {
         // This process at once; the others on the NOTIFY the delete committed.
         ctx.predictors.forget(id);
@@ -259,44 +288,46 @@ async fn delete_architecture(
 #[into_params(parameter_in = Query)]
 struct GraphQuery {
     /// `json` (default) or `dot` (Graphviz).
-    format: Option<String>,
+    #[param(inline)]
+    format: Option<GraphFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum GraphFormat {
+    #[default]
+    Json,
+    Dot,
 }
 
 /// The computation graph: nodes with features (topological order) and edges; `?format=dot`
 /// renders it for Graphviz.
-#[utoipa::path(get, path = "/v1/architectures/{id}/graph", tag = "architectures", params(("id" = i64, Path), GraphQuery),
-    responses((status = 200, body = StoredGraph), (status = 200, description = "Graphviz", content_type = "text/vnd.graphviz", body = String),
+#[utoipa::path(get, path = "/v1/architectures/{id}/graph", tag = "architectures", params(("id" = i64, Path, minimum = 1), GraphQuery),
+    responses((status = 200, description = "the graph (JSON), or Graphviz with `format=dot`", content((StoredGraph = "application/json"), (String = "text/vnd.graphviz"))),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_graph(
     State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
-    query: Result<Query<GraphQuery>, QueryRejection>,
+    Path(id): Path<i64>,
+    Query(q): Query<GraphQuery>,
 ) -> Result<Response> {
-    let Query(q) = query?;
     let arch = find(&ctx, id).await?;
     let stored = store::graph(&ctx.pool, arch.id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("architecture {} has no graph", arch.id)))?;
-    match q.format.as_deref() {
-        None | Some("json") => Ok(Json(stored).into_response()),
-        Some("dot") => Ok((
+    Ok(match q.format.unwrap_or_default() {
+        GraphFormat::Json => Json(stored).into_response(),
+        GraphFormat::Dot => (
             [(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")],
             graph::to_dot(&stored.nodes, &stored.edges),
         )
-            .into_response()),
-        Some(other) => Err(Error::BadRequest(format!(
-            "unknown format `{other}` (json, dot)"
-        ))),
-    }
+            .into_response(),
+    })
 }
 
 /// The stored ONNX model (weight payloads stripped, dims kept).
-#[utoipa::path(get, path = "/v1/architectures/{id}/onnx", tag = "architectures", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/v1/architectures/{id}/onnx", tag = "architectures", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = Problem, content_type = "application/problem+json")))]
-async fn get_onnx(
-    State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
-) -> Result<Response> {
+async fn get_onnx(State(ctx): State<ApiContext>, Path(id): Path<i64>) -> Result<Response> {
     let arch = find(&ctx, id).await?;
     let bytes = store::onnx(&ctx.pool, arch.id)
         .await?
@@ -310,4 +341,36 @@ async fn get_onnx(
         bytes,
     )
         .into_response())
+}
+
+/// The schema of an upload's `source`: a string naming no namespace the importers fill.
+pub fn source_schema() -> utoipa::openapi::Object {
+    use crate::import::{RESERVED_NAMESPACES, RESERVED_PREFIX};
+    // ASCII case-insensitive without flags, which JSON Schema patterns lack.
+    let any_case = |s: &str| -> String {
+        s.chars()
+            .map(|c| match c {
+                c if c.is_ascii_alphabetic() => {
+                    format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                }
+                // Digits, `-` and `:`: literal outside a character class.
+                c => c.to_string(),
+            })
+            .collect()
+    };
+    let names: Vec<String> = RESERVED_NAMESPACES.iter().map(|n| any_case(n)).collect();
+    let pattern = format!(
+        "^(?!\\s*(?:{})\\s*$)(?!\\s*{})",
+        names.join("|"),
+        any_case(RESERVED_PREFIX)
+    );
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(
+            "Where the model comes from (e.g. `torchvision`); not a namespace the importers \
+             fill (`nb201`, `nb201-arch`, `nb-macro`, `lemur`, `naslib-zc`, `nas-bench-graph`, \
+             `naslib:*`, in any case).",
+        ))
+        .pattern(Some(pattern))
+        .build()
 }

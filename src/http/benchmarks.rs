@@ -2,8 +2,7 @@
 //! NATS-Bench API's `get_more_info` answers (every figure of a cell, per-seed runs, its graph).
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Serialize;
 use sqlx::FromRow;
 use utoipa::ToSchema;
@@ -11,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
+use super::extract::Path;
 use crate::generate::nb201::nb201_index;
 use crate::generate::nb201_arch_strings;
 use crate::import::nb201::{ARCH_ALIAS, BENCHMARK as NB201};
@@ -105,9 +105,8 @@ struct LearningCurve {
     responses((status = 200, body = Nb201Cell), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn nb201_cell(
     State(ctx): State<ApiContext>,
-    key: Result<Path<String>, PathRejection>,
+    Path(key): Path<String>,
 ) -> Result<Json<Nb201Cell>> {
-    let Path(key) = key?;
     // Index and arch string determine each other (official NATS order); isomorphic cells share
     // one architecture, so the cell's own string must come from the key, not from the graph.
     let (index, arch_str) = if key.starts_with('|') {

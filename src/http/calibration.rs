@@ -7,8 +7,7 @@ use std::io::Cursor;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -17,7 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
-use super::error::{Error, Problem, Result};
+use super::error::{Error, Problem, Result, blocking};
+use super::extract::{MultiQuery, Path, Query};
 use super::svg::Chart;
 use crate::calibration::analysis::{self, GroupEffect, PairCorrelation};
 use crate::calibration::{
@@ -53,10 +53,14 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 /// Predictions as JSON: exactly one of `probs` and `logits` (N×K), and N labels in `0..K`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PredictionsBody {
-    #[schema(value_type = Option<Vec<Vec<f64>>>)]
+    /// N rows of K probabilities, each row summing to 1.
+    #[schema(value_type = Option<Vec<Vec<f64>>>, min_items = 1)]
     probs: Option<ScoreMatrix>,
-    #[schema(value_type = Option<Vec<Vec<f64>>>)]
+    /// N rows of K logits.
+    #[schema(value_type = Option<Vec<Vec<f64>>>, min_items = 1)]
     logits: Option<ScoreMatrix>,
+    /// N class indices in `0..K`.
+    #[schema(min_items = 1)]
     labels: Vec<usize>,
     #[serde(flatten)]
     options: ComputeOptions,
@@ -134,21 +138,30 @@ impl ComputeOptions {
 #[into_params(parameter_in = Query)]
 struct ComputeQuery {
     /// `json` (default) or `svg` (the reliability diagram).
-    format: Option<String>,
+    #[param(inline)]
+    format: Option<ReportFormat>,
     /// `.npz` uploads: bin counts (repeatable).
     #[serde(default)]
     bins: Vec<usize>,
     /// `.npz` uploads: bin rule.
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     binning: Option<BinRule>,
     /// `.npz` uploads: Brier scaling.
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     brier_scaling: Option<BrierScaling>,
     /// `.npz` uploads: fit a temperature and report `post` figures.
     #[serde(default)]
     temperature_scaling: bool,
     calibration_fraction: Option<f64>,
     seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ReportFormat {
+    #[default]
+    Json,
+    Svg,
 }
 
 impl ComputeQuery {
@@ -285,9 +298,8 @@ fn read_floats<R: std::io::Read>(array: npyz::NpyFile<R>) -> std::io::Result<Vec
 /// Runs the engine off the async runtime (tens of milliseconds for N = 10,000, K = 100).
 async fn evaluate(predictions: Predictions, options: &ComputeOptions) -> Result<CalibrationReport> {
     let config = options.config()?;
-    tokio::task::spawn_blocking(move || crate::calibration::evaluate(&predictions, &config))
-        .await
-        .map_err(|e| Error::Internal(e.into()))?
+    blocking(move || crate::calibration::evaluate(&predictions, &config))
+        .await?
         .map_err(|e| Error::Unprocessable(e.to_string()))
 }
 
@@ -317,29 +329,25 @@ async fn read_predictions(
 #[utoipa::path(post, path = "/v1/calibration/compute", tag = "calibration", params(ComputeQuery),
     request_body(content((PredictionsBody = "application/json"), (Vec<u8> = "application/octet-stream"))),
     responses(
-        (status = 200, description = "figures (bin counts as string keys)", body = CalibrationReport),
-        (status = 200, description = "reliability diagram", content_type = "image/svg+xml", body = String),
+        (status = 200, description = "figures (bin counts as string keys), or the reliability diagram with `format=svg`", content(
+            (CalibrationReport = "application/json"), (String = "image/svg+xml"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "invalid predictions (NaN/Inf, wrong shapes, labels out of range, rows not summing to 1)", body = Problem, content_type = "application/problem+json")))]
 async fn compute(
     State(ctx): State<ApiContext>,
-    query: Result<axum_extra::extract::Query<ComputeQuery>, axum_extra::extract::QueryRejection>,
+    MultiQuery(query): MultiQuery<ComputeQuery>,
     request: Request,
 ) -> Result<Response> {
-    let query = query?.0;
     let (predictions, options) = read_predictions(&ctx, &query, request).await?;
     let report = evaluate(predictions, &options).await?;
-    match query.format.as_deref() {
-        None | Some("json") => Ok(Json(report).into_response()),
-        Some("svg") => Ok((
+    Ok(match query.format.unwrap_or_default() {
+        ReportFormat::Json => Json(report).into_response(),
+        ReportFormat::Svg => (
             [(header::CONTENT_TYPE, "image/svg+xml")],
             reliability_svg(&report.reliability),
         )
-            .into_response()),
-        Some(other) => Err(Error::BadRequest(format!(
-            "unknown format `{other}` (json, svg)"
-        ))),
-    }
+            .into_response(),
+    })
 }
 
 /// Reliability diagram: accuracy per confidence bin (bars) against the diagonal.
@@ -381,19 +389,17 @@ pub struct GivenFigures {
 /// given figures (`{"pre": {...}, "post": {...}, "temperature": …}`), replacing what was stored
 /// for this architecture and dataset.
 #[utoipa::path(put, path = "/v1/architectures/{id}/calibration/{dataset}", tag = "calibration",
-    params(("id" = i64, Path), ("dataset" = String, Path)),
+    params(("id" = i64, Path, minimum = 1), ("dataset" = String, Path)),
     request_body(content((PredictionsBody = "application/json"), (GivenFigures = "application/json"), (Vec<u8> = "application/octet-stream"))),
     responses((status = 200, body = CalibrationRecord),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn put_calibration(
     State(ctx): State<ApiContext>,
-    path: Result<Path<(i64, String)>, PathRejection>,
-    query: Result<axum_extra::extract::Query<ComputeQuery>, axum_extra::extract::QueryRejection>,
+    Path((id, dataset)): Path<(i64, String)>,
+    MultiQuery(query): MultiQuery<ComputeQuery>,
     request: Request,
 ) -> Result<Json<CalibrationRecord>> {
-    let Path((id, dataset)) = path?;
-    let query = query?.0;
     arch_store::get(&ctx.pool, id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
@@ -489,13 +495,12 @@ fn given_record(id: i64, dataset: String, given: GivenFigures) -> Result<Calibra
 
 /// The stored calibration of an architecture on a dataset.
 #[utoipa::path(get, path = "/v1/architectures/{id}/calibration/{dataset}", tag = "calibration",
-    params(("id" = i64, Path), ("dataset" = String, Path)),
+    params(("id" = i64, Path, minimum = 1), ("dataset" = String, Path)),
     responses((status = 200, body = CalibrationRecord), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_calibration(
     State(ctx): State<ApiContext>,
-    path: Result<Path<(i64, String)>, PathRejection>,
+    Path((id, dataset)): Path<(i64, String)>,
 ) -> Result<Json<CalibrationRecord>> {
-    let Path((id, dataset)) = path?;
     store::get(&ctx.pool, id, &dataset)
         .await?
         .map(Json)
@@ -507,43 +512,93 @@ async fn get_calibration(
 }
 
 /// Datasets with stored calibration for an architecture.
-#[utoipa::path(get, path = "/v1/architectures/{id}/calibration", tag = "calibration", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/v1/architectures/{id}/calibration", tag = "calibration", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Vec<String>), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn architecture_datasets(
     State(ctx): State<ApiContext>,
-    path: Result<Path<i64>, PathRejection>,
+    Path(id): Path<i64>,
 ) -> Result<Json<Vec<String>>> {
-    let Path(id) = path?;
     arch_store::get(&ctx.pool, id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
     Ok(Json(store::datasets(&ctx.pool, id).await?))
 }
 
-/// Which figure a listing or analysis looks at.
-fn check_metric(metric: &str) -> Result<bool> {
-    if BINNED_METRICS.contains(&metric) {
-        Ok(true)
-    } else if SCALAR_METRICS.contains(&metric) {
-        Ok(false)
-    } else {
-        Err(Error::BadRequest(format!(
-            "unknown metric `{metric}` ({})",
-            [&BINNED_METRICS[..], &SCALAR_METRICS[..]]
-                .concat()
-                .join(", ")
-        )))
+/// Which figure a listing or analysis looks at (the names of [`BINNED_METRICS`] and
+/// [`SCALAR_METRICS`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Metric {
+    #[default]
+    Ece,
+    EceEm,
+    Cwce,
+    CwceEm,
+    Mce,
+    Rmsce,
+    Ksce,
+    Kdece,
+    Mmce,
+    Nll,
+    Brier,
+    Accuracy,
+}
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Ece => "ece",
+            Metric::EceEm => "ece_em",
+            Metric::Cwce => "cwce",
+            Metric::CwceEm => "cwce_em",
+            Metric::Mce => "mce",
+            Metric::Rmsce => "rmsce",
+            Metric::Ksce => "ksce",
+            Metric::Kdece => "kdece",
+            Metric::Mmce => "mmce",
+            Metric::Nll => "nll",
+            Metric::Brier => "brier",
+            Metric::Accuracy => "accuracy",
+        }
+    }
+
+    /// Whether the metric is stored per bin count (otherwise with `bins = 0`).
+    fn binned(self) -> bool {
+        BINNED_METRICS.contains(&self.name())
     }
 }
 
-fn check_stage(stage: &str) -> Result<()> {
-    if matches!(stage, "pre" | "post") {
-        Ok(())
-    } else {
-        Err(Error::BadRequest(format!(
-            "unknown stage `{stage}` (pre, post)"
-        )))
+/// Before or after temperature scaling.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Stage {
+    #[default]
+    Pre,
+    Post,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Pre => "pre",
+            Stage::Post => "post",
+        }
     }
+}
+
+/// Order of a calibration listing; `-` sorts descending.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+enum CalibrationSort {
+    /// Best calibrated first.
+    #[default]
+    #[serde(rename = "value")]
+    Value,
+    #[serde(rename = "-value")]
+    ValueDesc,
+    #[serde(rename = "accuracy")]
+    Accuracy,
+    #[serde(rename = "-accuracy")]
+    AccuracyDesc,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -552,18 +607,23 @@ struct ListQuery {
     dataset: Option<String>,
     /// Architecture family / search space (e.g. `nb201`).
     family: Option<String>,
-    /// Metric (default `ece`): ece, ece_em, cwce, cwce_em, mce, rmsce, ksce, kdece, mmce, nll, brier, accuracy.
-    metric: Option<String>,
+    /// Metric (default `ece`).
+    #[param(inline)]
+    metric: Option<Metric>,
     /// Bin count of bin-based metrics (default 15).
     bins: Option<i32>,
     /// `pre` (default) or `post` temperature scaling.
-    stage: Option<String>,
+    #[param(inline)]
+    stage: Option<Stage>,
     min_accuracy: Option<f64>,
     max_accuracy: Option<f64>,
-    /// `value` (default, best calibrated first), `-value`, `accuracy`, `-accuracy`.
-    sort: Option<String>,
-    /// 1–1000 (default 50).
+    /// Default `value` (best calibrated first).
+    #[param(inline)]
+    sort: Option<CalibrationSort>,
+    /// Default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    #[param(minimum = 0)]
     offset: Option<i64>,
 }
 
@@ -586,33 +646,26 @@ struct CalibrationRow {
     responses((status = 200, body = Vec<CalibrationRow>), (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn list_calibration(
     State(ctx): State<ApiContext>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<CalibrationRow>>> {
-    let Query(q) = query?;
-    let metric = q.metric.unwrap_or_else(|| "ece".into());
-    let bins = if check_metric(&metric)? {
+    let metric = q.metric.unwrap_or_default();
+    let bins = if metric.binned() {
         q.bins.unwrap_or(15)
     } else {
         0
     };
-    let stage = q.stage.unwrap_or_else(|| "pre".into());
-    check_stage(&stage)?;
+    let stage = q.stage.unwrap_or_default().name();
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) || q.offset.is_some_and(|o| o < 0) {
         return Err(Error::BadRequest(
             "limit must be 1–1000 and offset ≥ 0".into(),
         ));
     }
-    let order = match q.sort.as_deref().unwrap_or("value") {
-        "value" => "m.value asc",
-        "-value" => "m.value desc",
-        "accuracy" => "r.accuracy asc nulls last",
-        "-accuracy" => "r.accuracy desc nulls last",
-        other => {
-            return Err(Error::BadRequest(format!(
-                "unknown sort `{other}` (value, -value, accuracy, -accuracy)"
-            )));
-        }
+    let order = match q.sort.unwrap_or_default() {
+        CalibrationSort::Value => "m.value asc",
+        CalibrationSort::ValueDesc => "m.value desc",
+        CalibrationSort::Accuracy => "r.accuracy asc nulls last",
+        CalibrationSort::AccuracyDesc => "r.accuracy desc nulls last",
     };
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
         "select m.architecture_id, a.name, a.family, m.dataset, m.stage, m.metric, m.bins, m.value, r.accuracy
@@ -621,7 +674,7 @@ async fn list_calibration(
          join architectures a on a.id = m.architecture_id
          where m.metric = ",
     );
-    sql.push_bind(metric)
+    sql.push_bind(metric.name())
         .push(" and m.bins = ")
         .push_bind(bins)
         .push(" and m.stage = ")
@@ -654,20 +707,47 @@ struct AnalysisQuery {
     /// metric; `metrics`: between metrics; `accuracy`: each metric against accuracy;
     /// `temperature`: effect of temperature scaling per architecture group; `best`:
     /// best-calibrated architectures per dataset with their op composition.
-    kind: String,
-    /// Metric (default `ece`).
-    metric: Option<String>,
+    #[param(inline)]
+    kind: AnalysisKind,
+    /// Metric (default `ece`); `kind=bins` needs a binned one (ece, ece_em, cwce, cwce_em, mce,
+    /// rmsce).
+    #[param(inline)]
+    metric: Option<Metric>,
     /// Bin count (default 15).
     bins: Option<i32>,
     /// `pre` (default) or `post`.
-    stage: Option<String>,
+    #[param(inline)]
+    stage: Option<Stage>,
     /// Restrict to one dataset (required for `bins`, `metrics`, `accuracy`).
     dataset: Option<String>,
-    /// `temperature`: group by `family` (default) or by the count of op label `op`.
-    group_by: Option<String>,
+    /// `temperature`: group by `family` (default) or by the count of op label `op` (then
+    /// required).
+    #[param(inline)]
+    group_by: Option<GroupBy>,
     op: Option<String>,
-    /// `best`: architectures per dataset (default 10, at most 100).
+    /// `best`: architectures per dataset (default 10).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum AnalysisKind {
+    Datasets,
+    Bins,
+    Metrics,
+    Accuracy,
+    Temperature,
+    Best,
+}
+
+/// What `kind=temperature` groups architectures by.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum GroupBy {
+    #[default]
+    Family,
+    Op,
 }
 
 /// The best-calibrated architectures of a dataset.
@@ -685,8 +765,10 @@ struct BestEntry {
 /// The answer of an analysis; the field for its `kind` is set.
 #[derive(Debug, Serialize, ToSchema)]
 struct Analysis {
-    kind: String,
-    metric: String,
+    #[schema(inline)]
+    kind: AnalysisKind,
+    #[schema(inline)]
+    metric: Metric,
     bins: i32,
     stage: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -702,43 +784,41 @@ struct Analysis {
     responses((status = 200, body = Analysis), (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn analysis(
     State(ctx): State<ApiContext>,
-    query: Result<Query<AnalysisQuery>, QueryRejection>,
+    Query(q): Query<AnalysisQuery>,
 ) -> Result<Json<Analysis>> {
-    let Query(q) = query?;
-    let metric = q.metric.unwrap_or_else(|| "ece".into());
-    let binned = check_metric(&metric)?;
+    let metric_kind = q.metric.unwrap_or_default();
+    let (metric, binned) = (metric_kind.name(), metric_kind.binned());
     let bins = if binned { q.bins.unwrap_or(15) } else { 0 };
-    let stage = q.stage.unwrap_or_else(|| "pre".into());
-    check_stage(&stage)?;
+    let stage = q.stage.unwrap_or_default().name();
     let need_dataset = || {
-        q.dataset
-            .clone()
-            .ok_or_else(|| Error::BadRequest(format!("kind `{}` needs `dataset`", q.kind)))
+        q.dataset.clone().ok_or_else(|| {
+            Error::BadRequest(format!("kind `{}` needs `dataset`", kind_name(q.kind)))
+        })
     };
     let mut out = Analysis {
-        kind: q.kind.clone(),
-        metric: metric.clone(),
+        kind: q.kind,
+        metric: metric_kind,
         bins,
-        stage: stage.clone(),
+        stage: stage.to_string(),
         correlations: None,
         groups: None,
         best: None,
     };
     let pool = &ctx.pool;
-    match q.kind.as_str() {
-        "datasets" => {
+    match q.kind {
+        AnalysisKind::Datasets => {
             let rows: Vec<SeriesRow<String>> = sqlx::query_as(
                 "select dataset, array_agg(architecture_id), array_agg(value) from calibration_metrics
                  where metric = $1 and bins = $2 and stage = $3 group by dataset",
             )
-            .bind(&metric)
+            .bind(metric)
             .bind(bins)
-            .bind(&stage)
+            .bind(stage)
             .fetch_all(pool)
             .await?;
             out.correlations = Some(correlate_series(series_map(rows, |d| d), None).await?);
         }
-        "bins" => {
+        AnalysisKind::Bins => {
             if !binned {
                 return Err(Error::BadRequest(format!("`{metric}` has no bins")));
             }
@@ -750,8 +830,8 @@ async fn analysis(
                      where metric = $1 and stage = $2 and dataset = $3 and bins between $4 and $5
                      group by bins",
                 )
-                .bind(&metric)
-                .bind(&stage)
+                .bind(metric)
+                .bind(stage)
                 .bind(&dataset)
                 .bind(lo)
                 .bind(hi)
@@ -768,11 +848,11 @@ async fn analysis(
             }
             out.correlations = Some(pairs);
         }
-        "metrics" => {
-            let series = figures_at(pool, &stage, &need_dataset()?, bins).await?;
+        AnalysisKind::Metrics => {
+            let series = figures_at(pool, stage, &need_dataset()?, bins).await?;
             out.correlations = Some(correlate_series(series, None).await?);
         }
-        "accuracy" => {
+        AnalysisKind::Accuracy => {
             let dataset = need_dataset()?;
             let runs = sqlx::query_as::<_, (Option<Vec<i64>>, Option<Vec<f64>>)>(
                 "select array_agg(architecture_id), array_agg(accuracy) from calibration_runs
@@ -781,7 +861,7 @@ async fn analysis(
             .bind(&dataset)
             .fetch_one(pool);
             let (series, (ids, values)) =
-                tokio::try_join!(figures_at(pool, &stage, &dataset, bins), async {
+                tokio::try_join!(figures_at(pool, stage, &dataset, bins), async {
                     Ok(runs.await?)
                 })?;
             let accuracy = analysis::Series {
@@ -790,23 +870,18 @@ async fn analysis(
             };
             out.correlations = Some(correlate_series(series, Some(accuracy)).await?);
         }
-        "temperature" => {
+        AnalysisKind::Temperature => {
             let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("select ");
-            match (q.group_by.as_deref().unwrap_or("family"), &q.op) {
-                ("family", _) => sql.push("coalesce(a.family, '(none)')"),
-                ("op", Some(op)) => sql
+            match (q.group_by.unwrap_or_default(), &q.op) {
+                (GroupBy::Family, _) => sql.push("coalesce(a.family, '(none)')"),
+                (GroupBy::Op, Some(op)) => sql
                     .push("coalesce(a.op_counts ->> ")
                     .push_bind(op.clone())
                     .push(", '0')"),
-                ("op", None) => {
+                (GroupBy::Op, None) => {
                     return Err(Error::BadRequest(
                         "group_by=op needs `op` (an op label, e.g. Conv)".into(),
                     ));
-                }
-                (other, _) => {
-                    return Err(Error::BadRequest(format!(
-                        "unknown group_by `{other}` (family, op)"
-                    )));
                 }
             };
             sql.push(
@@ -817,7 +892,7 @@ async fn analysis(
                  join architectures a on a.id = pre.architecture_id
                  where pre.stage = 'pre' and pre.metric = ",
             );
-            sql.push_bind(metric.clone())
+            sql.push_bind(metric)
                 .push(" and pre.bins = ")
                 .push_bind(bins);
             if let Some(d) = &q.dataset {
@@ -826,7 +901,7 @@ async fn analysis(
             let triples: Vec<(String, f64, f64)> = sql.build_query_as().fetch_all(pool).await?;
             out.groups = Some(analysis::temperature_effect(&triples));
         }
-        "best" => {
+        AnalysisKind::Best => {
             let limit = q.limit.unwrap_or(10);
             if !(1..=100).contains(&limit) {
                 return Err(Error::BadRequest("limit must be 1–100".into()));
@@ -841,22 +916,24 @@ async fn analysis(
                    where m.metric = $1 and m.bins = $2 and m.stage = $3 and ($4::text is null or m.dataset = $4)
                  ) ranked where rank <= $5 order by dataset, rank",
             )
-            .bind(&metric)
+            .bind(metric)
             .bind(bins)
-            .bind(&stage)
+            .bind(stage)
             .bind(q.dataset.clone())
             .bind(limit)
             .fetch_all(pool)
             .await?;
             out.best = Some(best);
         }
-        other => {
-            return Err(Error::BadRequest(format!(
-                "unknown kind `{other}` (datasets, bins, metrics, accuracy, temperature, best)"
-            )));
-        }
     }
     Ok(Json(out))
+}
+
+fn kind_name(kind: AnalysisKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// `(series key, architecture ids, values)`: one series of figures aggregated in SQL
@@ -879,12 +956,11 @@ async fn correlate_series(
     series: BTreeMap<String, analysis::Series>,
     reference: Option<analysis::Series>,
 ) -> Result<Vec<PairCorrelation>> {
-    tokio::task::spawn_blocking(move || match reference {
+    blocking(move || match reference {
         None => analysis::pairwise_series(series),
         Some(r) => analysis::against(series, "accuracy", r),
     })
     .await
-    .map_err(|e| Error::Internal(anyhow::anyhow!("analysis task failed: {e}")))
 }
 
 /// Every calibration figure (accuracy excluded) of a dataset and stage at one bin count, as

@@ -64,6 +64,14 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Runs CPU-bound `work` on tokio's blocking pool, off the request threads; a panic in it is an
+/// internal error.
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(e.into()))
+}
+
 impl Error {
     fn status(&self) -> StatusCode {
         match self {
@@ -142,6 +150,10 @@ impl From<sqlx::Error> for Error {
             // 57014 query_canceled: statement_timeout.
             sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
                 Error::QueryTimeout
+            }
+            // 22021 character_not_in_repertoire: text PostgreSQL cannot hold (a NUL byte).
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
+                Error::BadRequest("text values cannot contain NUL (U+0000)".into())
             }
             sqlx::Error::PoolTimedOut => {
                 Error::Busy("every database connection is in use; retry shortly".into())

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod benchmarks;
 pub mod calibration;
 pub mod error;
+pub mod extract;
 mod health;
 pub mod predictions;
 pub mod predictors;
@@ -270,12 +271,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(ctx: ApiContext) -> Router {
     let (routes, spec) = api();
     let config = ctx.config.clone();
+    let declared = Arc::new(spec::Declared::new(&spec));
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { Error::NotFound("no such route; see /docs for the API".into()) })
         .layer(middleware::from_fn_with_state(ctx.clone(), server::heavy_gate))
         .layer(middleware::from_fn(auth::reject_cross_site))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth::authorize))
+        .layer(middleware::from_fn_with_state(declared, spec::reject_undeclared_method))
         // After the auth layers: each MCP tool call is replayed through the routes above, which
         // apply the token rule per call (reads open, writes need the token).
         .route_service("/mcp", crate::mcp::http_service(ctx.clone()))

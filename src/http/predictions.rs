@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -16,6 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
+use super::extract::{JsonBody, Path, Query};
 use super::registry::{Loaded, Neighbour};
 use crate::db::architectures::StoredGraph;
 use crate::db::predictors::{self as store, Target};
@@ -41,11 +41,34 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 }
 
 /// An NB201 cell: official index (0–15,624) or architecture string.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum Nb201Cell {
     Index(u32),
     Arch(String),
+}
+
+/// [`Nb201Cell`]s: indices 0–15,624 or architecture strings of NB201's five ops.
+fn nb201_cells() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let op = "(none|skip_connect|nor_conv_1x1|nor_conv_3x3|avg_pool_3x3)";
+    let arch = format!("^\\|{op}~0\\|\\+\\|{op}~0\\|{op}~1\\|\\+\\|{op}~0\\|{op}~1\\|{op}~2\\|$");
+    let cell = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(15_624)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(arch)),
+        );
+    ArrayBuilder::new()
+        .items(cell)
+        .description(Some("NAS-Bench-201 cells (CIFAR-10 network)."))
+        .build()
 }
 
 /// What to predict: a target (benchmark or source, dataset, metric; fields left out match
@@ -91,7 +114,7 @@ struct PredictionRequest {
     architecture_ids: Vec<i64>,
     /// NAS-Bench-201 cells (CIFAR-10 network).
     #[serde(default)]
-    #[schema(value_type = Vec<Object>, example = json!([6111, "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"]))]
+    #[schema(schema_with = nb201_cells, example = json!([6111, "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"]))]
     nb201: Vec<Nb201Cell>,
     /// ONNX models, base64 (at most 1,000).
     #[serde(default)]
@@ -107,7 +130,8 @@ struct PredictionRequest {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct PredictionQuery {
-    /// Nearest measured architectures per prediction (0–50, default 5).
+    /// Nearest measured architectures per prediction (default 5).
+    #[param(minimum = 0, maximum = 50)]
     nearest: Option<usize>,
 }
 
@@ -401,10 +425,9 @@ fn graph_predictor_for<'a>(
         (status = 503, description = "no predictor at all", body = Problem, content_type = "application/problem+json")))]
 async fn predict(
     State(ctx): State<ApiContext>,
-    query: Result<Query<PredictionQuery>, QueryRejection>,
+    Query(query): Query<PredictionQuery>,
     request: Request,
 ) -> Result<Json<PredictionResponse>> {
-    let Query(query) = query?;
     let nearest = query.nearest.unwrap_or(5);
     if nearest > MAX_NEAREST {
         return Err(Error::BadRequest(format!(
@@ -413,7 +436,8 @@ async fn predict(
     }
     let snapshot = ctx.predictors.snapshot();
     let (items, targets) = if super::has_content_type(&request, "application/json") {
-        let Json(body): Json<PredictionRequest> = Json::from_request(request, &ctx).await?;
+        let JsonBody(body): JsonBody<PredictionRequest> =
+            JsonBody::from_request(request, &ctx).await?;
         let total = body.architecture_ids.len() + body.nb201.len() + body.onnx_base64.len();
         if total == 0 {
             return Err(Error::Unprocessable(
@@ -950,9 +974,11 @@ async fn load_missing_graphs(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct SimilarQuery {
-    /// How many (1–100, default 10).
+    /// How many (default 10).
+    #[param(minimum = 1, maximum = 100)]
     k: Option<usize>,
     /// Which active predictor's embedding space (default: the first active one).
+    #[param(minimum = 1)]
     predictor_id: Option<i64>,
 }
 
@@ -967,18 +993,16 @@ struct SimilarResponse {
 
 /// The measured architectures most similar to one, by distance between encoder embeddings.
 #[utoipa::path(get, path = "/v1/architectures/{id}/similar", tag = "predictions",
-    params(("id" = i64, Path), SimilarQuery),
+    params(("id" = i64, Path, minimum = 1), SimilarQuery),
     responses((status = 200, body = SimilarResponse),
               (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 503, description = "no active predictor", body = Problem, content_type = "application/problem+json")))]
 async fn similar(
     State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
-    query: Result<Query<SimilarQuery>, QueryRejection>,
+    Path(id): Path<i64>,
+    Query(query): Query<SimilarQuery>,
 ) -> Result<Json<SimilarResponse>> {
-    let Path(id) = id?;
-    let Query(query) = query?;
     let k = query.k.unwrap_or(10);
     if !(1..=100).contains(&k) {
         return Err(Error::BadRequest("k must be in 1..=100".into()));

@@ -3,8 +3,7 @@
 //! (serving processes switch to the newly active predictor without dropping requests).
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -13,6 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
+use super::extract::{JsonBody, Path};
 use crate::db::jobs::{self, Job};
 use crate::db::predictors::{self as store, PredictorInfo};
 use crate::training::{
@@ -98,37 +98,35 @@ fn queued(id: i64) -> Response {
         (status = 422, description = "invalid settings", body = Problem, content_type = "application/problem+json")))]
 async fn create_predictor(
     State(ctx): State<ApiContext>,
-    body: Result<Json<TrainRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<TrainRequest>,
 ) -> Result<Response> {
-    let Json(request) = body?;
     validate_train(&request).map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
     enqueue(&ctx, JobParams::Train(request)).await
 }
 
-async fn find(ctx: &ApiContext, id: Result<Path<i64>, PathRejection>) -> Result<PredictorInfo> {
-    let Path(id) = id?;
+async fn find(ctx: &ApiContext, id: i64) -> Result<PredictorInfo> {
     store::get(&ctx.pool, id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no predictor with id {id}")))
 }
 
 /// One predictor.
-#[utoipa::path(get, path = "/v1/predictors/{id}", tag = "predictions", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/v1/predictors/{id}", tag = "predictions", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = PredictorInfo), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_predictor(
     State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
+    Path(id): Path<i64>,
 ) -> Result<Json<PredictorInfo>> {
     Ok(Json(find(&ctx, id).await?))
 }
 
 /// Makes a predictor the active one of its target. Serving processes load it and switch over
 /// (in-flight requests finish on the previous one). Answers with the predictor.
-#[utoipa::path(post, path = "/v1/predictors/{id}/activate", tag = "predictions", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/v1/predictors/{id}/activate", tag = "predictions", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = PredictorInfo), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn activate_predictor(
     State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
+    Path(id): Path<i64>,
 ) -> Result<Json<PredictorInfo>> {
     let info = find(&ctx, id).await?;
     store::activate(&ctx.pool, info.id).await?;
@@ -137,12 +135,12 @@ async fn activate_predictor(
         .reload(&ctx.pool)
         .await
         .map_err(Error::Internal)?;
-    Ok(Json(find(&ctx, Ok(Path(info.id))).await?))
+    Ok(Json(find(&ctx, info.id).await?))
 }
 
 /// Queues a few-shot fine-tune of a predictor to a new target from `samples` of its measured
 /// architectures (GENNAPE: 50); the result is a new predictor. Answers 202 with the job.
-#[utoipa::path(post, path = "/v1/predictors/{id}/finetune", tag = "predictions", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/v1/predictors/{id}/finetune", tag = "predictions", params(("id" = i64, Path, minimum = 1)),
     request_body = FinetuneRequest,
     responses(
         (status = 202, body = Queued),
@@ -150,11 +148,10 @@ async fn activate_predictor(
         (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn finetune_predictor(
     State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
-    body: Result<Json<FinetuneRequest>, JsonRejection>,
+    Path(id): Path<i64>,
+    JsonBody(mut request): JsonBody<FinetuneRequest>,
 ) -> Result<Response> {
     let info = find(&ctx, id).await?;
-    let Json(mut request) = body?;
     request.predictor_id = info.id;
     validate_finetune(&request).map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
     enqueue(&ctx, JobParams::Finetune(request)).await
@@ -167,13 +164,9 @@ async fn enqueue(ctx: &ApiContext, job: JobParams) -> Result<Response> {
 
 /// A training or fine-tuning job: state, attempts, progress (stage, member, epoch, loss,
 /// validation τ), error, and the predictor it produced.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "predictions", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "predictions", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Job), (status = 404, body = Problem, content_type = "application/problem+json")))]
-async fn get_job(
-    State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<Job>> {
-    let Path(id) = id?;
+async fn get_job(State(ctx): State<ApiContext>, Path(id): Path<i64>) -> Result<Json<Job>> {
     jobs::get(&ctx.pool, id)
         .await?
         .map(Json)
@@ -182,13 +175,9 @@ async fn get_job(
 
 /// Cancels a queued job, or asks the worker running it to stop (it ends `cancelled` at its
 /// next epoch). Answers with the job.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "predictions", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "predictions", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Job), (status = 404, body = Problem, content_type = "application/problem+json")))]
-async fn cancel_job(
-    State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<Job>> {
-    let Path(id) = id?;
+async fn cancel_job(State(ctx): State<ApiContext>, Path(id): Path<i64>) -> Result<Json<Job>> {
     jobs::cancel(&ctx.pool, id)
         .await?
         .map(Json)

@@ -7,7 +7,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::{Query, QueryRejection};
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
@@ -19,6 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::ApiContext;
 use super::auth::Caller;
 use super::error::{Error, Problem, Result};
+use super::extract::Strict;
 use crate::db::results::{
     self as store, Column, Filter, Kind, Output, PairSpec, RowQuery, Selection,
 };
@@ -61,6 +61,7 @@ struct FilterParams {
     /// Field that must not be null (LEMUR `require_stat_nonnull`): id, task, dataset, metric,
     /// nn, epoch, accuracy, duration, transform, prm, split, seed, architecture_id.
     #[serde(default)]
+    #[param(schema_with = require_schema)]
     require: Vec<String>,
     /// Hyperparameter that must be present and not null (LEMUR `require_prm_nonnull`).
     #[serde(default)]
@@ -109,6 +110,7 @@ struct SelectParams {
     /// At most this many rows (in LEMUR's order). Absent: the server's dump cap (100000 by
     /// default, `x-archdb-row-cap` names it); 0: all rows. More than the cap needs a bearer
     /// token when the server has one.
+    #[param(minimum = 0)]
     max_rows: Option<i64>,
 }
 
@@ -178,13 +180,10 @@ struct ColumnParams {
     /// `false`: `prm` is `{}`.
     #[serde(default = "yes")]
     include_prm: bool,
-    /// Also return each hyperparameter as its own column (a name that would shadow a column
-    /// gets a `prm_` prefix).
-    #[serde(default)]
-    prm_as_columns: bool,
     /// nn statistic (alias `nn_flops` or raw `flops`) that must not be null: only rows with
     /// statistics for their own (nn, prm_id), returning just these `nn_*` columns.
     #[serde(default)]
+    #[param(schema_with = nn_stat_schema)]
     require_nn_stat: Vec<String>,
 }
 
@@ -192,8 +191,18 @@ fn yes() -> bool {
     true
 }
 
+/// `/v1/results` only: hyperparameters as columns.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PrmColumns {
+    /// Also return each hyperparameter as its own column (a name that would shadow a column
+    /// gets a `prm_` prefix).
+    #[serde(default)]
+    prm_as_columns: bool,
+}
+
 impl ColumnParams {
-    fn output(&self) -> Result<Output> {
+    fn output(&self, prm_as_columns: bool) -> Result<Output> {
         let require_nn_stat = self
             .require_nn_stat
             .iter()
@@ -209,7 +218,7 @@ impl ColumnParams {
             code: self.include_code,
             nn_stats: self.include_nn_stats,
             prm: self.include_prm,
-            prm_as_columns: self.prm_as_columns,
+            prm_as_columns,
             require_nn_stat,
         })
     }
@@ -264,28 +273,6 @@ struct ResultRow {
     architecture_id: Option<i64>,
 }
 
-/// Rejects parameters that no part of the endpoint knows (a typo would silently widen the
-/// answer).
-fn check_known(
-    given: &[(String, String)],
-    known: &[Vec<utoipa::openapi::path::Parameter>],
-) -> Result<()> {
-    let names: Vec<&str> = known.iter().flatten().map(|p| p.name.as_str()).collect();
-    match given.iter().find(|(k, _)| !names.contains(&k.as_str())) {
-        Some((k, _)) => Err(Error::BadRequest(format!(
-            "unknown parameter `{k}` (known: {})",
-            names.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn params<T: IntoParams>() -> Vec<utoipa::openapi::path::Parameter> {
-    T::into_params(|| None)
-}
-
-type Q<T> = std::result::Result<Query<T>, QueryRejection>;
-
 /// Benchmark results (LEMUR `data()` / `data_withnonnullvalue()`)
 ///
 /// Same filters, same selection (`unique_nn`, then `only_best_accuracy`, then `max_rows`), same
@@ -293,7 +280,7 @@ type Q<T> = std::result::Result<Query<T>, QueryRejection>;
 /// data_withnonnullvalue's `require*`, `include_prm` and `prm_as_columns`. Streams all matching
 /// rows unless `max_rows` is set. Differences from LEMUR: docs/lemur.md.
 #[utoipa::path(get, path = "/v1/results", tag = "results",
-    params(FilterParams, SelectParams, ColumnParams, FormatParam),
+    params(FilterParams, SelectParams, ColumnParams, PrmColumns, FormatParam),
     responses(
         (status = 200, description = "rows in LEMUR order", content(
             (Vec<ResultRow> = "application/json"),
@@ -303,23 +290,17 @@ type Q<T> = std::result::Result<Query<T>, QueryRejection>;
 async fn list_results(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
-    raw: Q<Vec<(String, String)>>,
-    filter: Q<FilterParams>,
-    select: Q<SelectParams>,
-    columns: Q<ColumnParams>,
-    format: Q<FormatParam>,
+    Strict((filter, select, columns, prm, format)): Strict<(
+        FilterParams,
+        SelectParams,
+        ColumnParams,
+        PrmColumns,
+        FormatParam,
+    )>,
 ) -> Result<Response> {
-    check_known(
-        &raw?.0,
-        &[
-            params::<FilterParams>(),
-            params::<SelectParams>(),
-            params::<ColumnParams>(),
-            params::<FormatParam>(),
-        ],
-    )?;
-    let (filter, select) = (filter?.0.filter()?, select?.0);
-    let (output, format) = (columns?.0.output()?, format?.0.format.unwrap_or_default());
+    let filter = filter.filter()?;
+    let output = columns.output(prm.prm_as_columns)?;
+    let format = format.format.unwrap_or_default();
     let limit = select.dump_rows(&ctx, caller)?;
     let keys = if output.prm_as_columns {
         store::prm_keys(&ctx.pool, &filter, select.selection(), limit.rows()).await?
@@ -333,7 +314,8 @@ async fn list_results(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct TopParams {
-    /// How many models (JoinConf `num_joint_nns`), 1–100000.
+    /// How many models (JoinConf `num_joint_nns`).
+    #[param(minimum = 1, maximum = 100000)]
     n: i64,
 }
 
@@ -350,43 +332,26 @@ struct TopParams {
         (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn top_models(
     State(ctx): State<ApiContext>,
-    raw: Q<Vec<(String, String)>>,
-    top: Q<TopParams>,
-    filter: Q<FilterParams>,
-    columns: Q<ColumnParams>,
-    format: Q<FormatParam>,
+    Strict((top, filter, columns, format)): Strict<(
+        TopParams,
+        FilterParams,
+        ColumnParams,
+        FormatParam,
+    )>,
 ) -> Result<Response> {
-    check_known(
-        &raw?.0,
-        &[
-            params::<TopParams>(),
-            params::<FilterParams>(),
-            params::<ColumnParams>(),
-            params::<FormatParam>(),
-        ],
-    )?;
-    let n = top?.0.n;
+    let n = top.n;
     if !(1..=100_000).contains(&n) {
         return Err(Error::BadRequest("n must be between 1 and 100000".into()));
     }
-    let output = no_prm_columns(columns?.0.output()?, "top-models")?;
-    let query = store::top_models(&filter?.0.filter()?, &output, n);
+    let output = columns.output(false)?;
+    let query = store::top_models(&filter.filter()?, &output, n);
     stream_rows(
         &ctx,
         query,
-        format?.0.format.unwrap_or_default(),
+        format.format.unwrap_or_default(),
         Cost::Bounded,
     )
     .await
-}
-
-fn no_prm_columns(output: Output, endpoint: &str) -> Result<Output> {
-    if output.prm_as_columns {
-        return Err(Error::BadRequest(format!(
-            "prm_as_columns is only supported by /v1/results, not {endpoint}"
-        )));
-    }
-    Ok(output)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -394,10 +359,11 @@ fn no_prm_columns(output: Output, endpoint: &str) -> Result<Output> {
 struct PairParams {
     /// Column the partner shares (JoinConf `same_columns`): task, dataset, metric, nn, epoch.
     /// At least one.
-    #[serde(default)]
+    #[param(schema_with = same_schema)]
     same: Vec<String>,
     /// Column the partner differs in (JoinConf `diff_columns`).
     #[serde(default)]
+    #[param(schema_with = diff_schema)]
     diff: Vec<String>,
     /// The partner has a higher accuracy (JoinConf `enhance_nn`).
     #[serde(default)]
@@ -409,18 +375,43 @@ struct PairParams {
     seed: Option<String>,
 }
 
+/// [`SelectParams`] with the pairs' bound on `max_rows`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PairSelect {
+    /// As for `/v1/results`.
+    #[serde(default)]
+    only_best_accuracy: bool,
+    /// As for `/v1/results`.
+    #[serde(default)]
+    unique_nn: bool,
+    /// Rows with a partner (default 100; 0 is the default too).
+    #[param(minimum = 0, maximum = 1000)]
+    max_rows: Option<i64>,
+}
+
+impl From<PairSelect> for SelectParams {
+    fn from(p: PairSelect) -> Self {
+        SelectParams {
+            only_best_accuracy: p.only_best_accuracy,
+            unique_nn: p.unique_nn,
+            max_rows: p.max_rows,
+        }
+    }
+}
+
 /// Most rows of a pairs answer: each costs a scan of the filtered rows.
 const MAX_PAIRS: i64 = 1000;
 
+/// The columns `same` and `diff` name.
+const PAIR_COLUMNS: [&str; 5] = ["task", "dataset", "metric", "nn", "epoch"];
+
 fn pair_column(c: &str) -> Result<&'static str> {
-    ["task", "dataset", "metric", "nn", "epoch"]
-        .into_iter()
-        .find(|k| *k == c)
-        .ok_or_else(|| {
-            Error::BadRequest(format!(
-                "unknown column `{c}` in same/diff (task, dataset, metric, nn, epoch)"
-            ))
-        })
+    PAIR_COLUMNS.into_iter().find(|k| *k == c).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "unknown column `{c}` in same/diff (task, dataset, metric, nn, epoch)"
+        ))
+    })
 }
 
 /// Rows with a partner row, e.g. a better model (LEMUR JoinConf pairwise)
@@ -430,7 +421,7 @@ fn pair_column(c: &str) -> Result<&'static str> {
 /// `better`, has a higher accuracy, e.g. `same=task&same=dataset&same=metric&same=epoch&diff=nn&
 /// better=true` for (model, better model) pairs.
 #[utoipa::path(get, path = "/v1/results/pairs", tag = "results",
-    params(PairParams, FilterParams, SelectParams, ColumnParams, FormatParam),
+    params(PairParams, FilterParams, PairSelect, ColumnParams, FormatParam),
     responses(
         (status = 200, description = "rows with their partner's columns suffixed `_2`", content(
             (Vec<ResultRow> = "application/json"),
@@ -439,24 +430,14 @@ fn pair_column(c: &str) -> Result<&'static str> {
         (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn pairs(
     State(ctx): State<ApiContext>,
-    raw: Q<Vec<(String, String)>>,
-    pair: Q<PairParams>,
-    filter: Q<FilterParams>,
-    select: Q<SelectParams>,
-    columns: Q<ColumnParams>,
-    format: Q<FormatParam>,
+    Strict((p, filter, select, columns, format)): Strict<(
+        PairParams,
+        FilterParams,
+        PairSelect,
+        ColumnParams,
+        FormatParam,
+    )>,
 ) -> Result<Response> {
-    check_known(
-        &raw?.0,
-        &[
-            params::<PairParams>(),
-            params::<FilterParams>(),
-            params::<SelectParams>(),
-            params::<ColumnParams>(),
-            params::<FormatParam>(),
-        ],
-    )?;
-    let p = pair?.0;
     let spec = PairSpec {
         same: p
             .same
@@ -477,16 +458,16 @@ async fn pairs(
             "pairs need at least one `same` column (e.g. same=task&same=dataset)".into(),
         ));
     }
-    let select = select?.0;
+    let select = SelectParams::from(select);
     let max_rows = select.max_rows()?.unwrap_or(100);
     if max_rows > MAX_PAIRS {
         return Err(Error::BadRequest(format!(
             "max_rows must be at most {MAX_PAIRS} for pairs"
         )));
     }
-    let output = no_prm_columns(columns?.0.output()?, "pairs")?;
+    let output = columns.output(false)?;
     let query = store::pairs(
-        &filter?.0.filter()?,
+        &filter.filter()?,
         select.selection(),
         &output,
         &spec,
@@ -495,7 +476,7 @@ async fn pairs(
     stream_rows(
         &ctx,
         query,
-        format?.0.format.unwrap_or_default(),
+        format.format.unwrap_or_default(),
         Cost::Bounded,
     )
     .await
@@ -517,15 +498,18 @@ struct SimilarParams {
     /// The model to compare with. Absent: the first of the 50 most accurate models that has at
     /// least `n` neighbours in the band (trying lower bands when none has).
     anchor_nn: Option<String>,
-    /// very_high, high, medium, low, very_low_near, very_low_far (default: all of [0, 1]).
+    /// LEMUR's similarity band (default: all of [0, 1]).
+    #[param(schema_with = band_schema)]
     band: Option<String>,
     /// Lower Jaccard bound (inclusive); overrides the band's.
     min_jaccard: Option<f64>,
     /// Upper Jaccard bound (exclusive); overrides the band's.
     max_jaccard: Option<f64>,
-    /// Models wanted (JoinConf `num_joint_nns`), default 10.
+    /// Models wanted (JoinConf `num_joint_nns`), default 10; `n × overfetch` at most 100000.
+    #[param(minimum = 1, maximum = 100000)]
     n: Option<usize>,
     /// Rows returned: up to `n × overfetch` (default 10).
+    #[param(minimum = 1, maximum = 100000)]
     overfetch: Option<usize>,
 }
 
@@ -545,22 +529,13 @@ struct SimilarParams {
         (status = 404, description = "unknown anchor, or no anchor with neighbours", body = Problem, content_type = "application/problem+json")))]
 async fn similar(
     State(ctx): State<ApiContext>,
-    raw: Q<Vec<(String, String)>>,
-    sim: Q<SimilarParams>,
-    filter: Q<FilterParams>,
-    columns: Q<ColumnParams>,
-    format: Q<FormatParam>,
+    Strict((s, filter, columns, format)): Strict<(
+        SimilarParams,
+        FilterParams,
+        ColumnParams,
+        FormatParam,
+    )>,
 ) -> Result<Response> {
-    check_known(
-        &raw?.0,
-        &[
-            params::<SimilarParams>(),
-            params::<FilterParams>(),
-            params::<ColumnParams>(),
-            params::<FormatParam>(),
-        ],
-    )?;
-    let s = sim?.0;
     let band = match s.band.as_deref() {
         None => 0,
         Some(b) => BANDS
@@ -587,7 +562,7 @@ async fn similar(
         };
         (s.min_jaccard.unwrap_or(lo), s.max_jaccard.unwrap_or(hi))
     };
-    let candidates = store::similarity_candidates(&ctx.pool, &filter?.0.filter()?).await?;
+    let candidates = store::similarity_candidates(&ctx.pool, &filter.filter()?).await?;
     let jaccard = |a: &[i32], b: &[i32]| {
         a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
     };
@@ -631,12 +606,12 @@ async fn similar(
     // The candidates are sorted by accuracy, so the first ones are the rows LEMUR keeps.
     found.truncate(n * overfetch);
     let (ids, js) = found.into_iter().unzip();
-    let output = no_prm_columns(columns?.0.output()?, "similar")?;
+    let output = columns.output(false)?;
     let query = store::similar_rows(&output, &anchor.nn, ids, js);
     stream_rows(
         &ctx,
         query,
-        format?.0.format.unwrap_or_default(),
+        format.format.unwrap_or_default(),
         Cost::Bounded,
     )
     .await
@@ -653,6 +628,7 @@ struct RunParams {
     device_type: Vec<String>,
     /// At most this many rows. Absent: the server's dump cap; 0: all (more than the cap needs a
     /// bearer token when the server has one).
+    #[param(minimum = 0)]
     max_rows: Option<i64>,
 }
 
@@ -670,12 +646,8 @@ struct RunParams {
 async fn runs(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
-    raw: Q<Vec<(String, String)>>,
-    run: Q<RunParams>,
-    format: Q<FormatParam>,
+    Strict((r, format)): Strict<(RunParams, FormatParam)>,
 ) -> Result<Response> {
-    check_known(&raw?.0, &[params::<RunParams>(), params::<FormatParam>()])?;
-    let r = run?.0;
     let limit = SelectParams {
         max_rows: r.max_rows,
         ..SelectParams::default()
@@ -685,7 +657,7 @@ async fn runs(
     stream_rows(
         &ctx,
         query,
-        format?.0.format.unwrap_or_default(),
+        format.format.unwrap_or_default(),
         Cost::Dump(limit),
     )
     .await
@@ -936,4 +908,44 @@ fn csv_field(buf: &mut Vec<u8>, s: &str) {
     } else {
         buf.extend_from_slice(s.as_bytes());
     }
+}
+
+/// A repeatable parameter whose values are `names`, at least `min_items` of them.
+fn names_schema<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    min_items: usize,
+) -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let names: Vec<&str> = names.into_iter().collect();
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(names)),
+        )
+        .min_items((min_items > 0).then_some(min_items))
+        .build()
+}
+
+fn require_schema() -> utoipa::openapi::Array {
+    names_schema(store::REQUIRE_FIELDS, 0)
+}
+
+fn nn_stat_schema() -> utoipa::openapi::Array {
+    names_schema(store::nn_stat_names(), 0)
+}
+
+fn same_schema() -> utoipa::openapi::Array {
+    names_schema(PAIR_COLUMNS, 1)
+}
+
+fn diff_schema() -> utoipa::openapi::Array {
+    names_schema(PAIR_COLUMNS, 0)
+}
+
+fn band_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(BANDS.iter().map(|(name, ..)| *name)))
+        .build()
 }

@@ -4,14 +4,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::{Query, QueryRejection};
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
-use super::error::{Error, Problem, Result};
+use super::error::{Problem, Result};
+use super::extract::MultiQuery;
 use super::svg::Chart;
 
 pub fn router() -> OpenApiRouter<ApiContext> {
@@ -58,9 +58,8 @@ struct SummaryRow {
     responses((status = 200, body = Vec<SummaryRow>), (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn summary(
     State(ctx): State<ApiContext>,
-    query: Result<Query<SummaryQuery>, QueryRejection>,
+    MultiQuery(q): MultiQuery<SummaryQuery>,
 ) -> Result<Json<Vec<SummaryRow>>> {
-    let Query(q) = query?;
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
         "select benchmark, task, dataset, metric, split, epoch, count(value) as count, count(distinct nn) as models,
                 max(value) as best, min(value) as worst, avg(value) as mean,
@@ -89,26 +88,57 @@ async fn summary(
 #[into_params(parameter_in = Query)]
 struct ParetoQuery {
     dataset: String,
-    /// Cost axis: `params`, `macs` (of the stored graph) or `latency` (results metric `latency`).
-    #[serde(default = "default_x")]
-    x: String,
+    /// Cost axis: `params` (default) or `macs` of the stored graph, or `latency` (results metric
+    /// `latency`).
+    #[serde(default)]
+    #[param(inline)]
+    x: Cost,
     /// Quality axis; only `accuracy` (the best value of `metric` per model).
-    #[serde(default = "default_y")]
-    y: String,
+    #[serde(default)]
+    #[param(inline)]
+    y: Quality,
     /// Result metric on the y axis (default `acc`).
     metric: Option<String>,
     benchmark: Option<String>,
     split: Option<String>,
     epoch: Option<i32>,
     /// `json` (default) or `svg`.
-    format: Option<String>,
+    #[param(inline)]
+    format: Option<PlotFormat>,
 }
 
-fn default_x() -> String {
-    "params".into()
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Cost {
+    #[default]
+    Params,
+    Macs,
+    Latency,
 }
-fn default_y() -> String {
-    "accuracy".into()
+
+impl Cost {
+    fn name(self) -> &'static str {
+        match self {
+            Cost::Params => "params",
+            Cost::Macs => "macs",
+            Cost::Latency => "latency",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Quality {
+    #[default]
+    Accuracy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum PlotFormat {
+    #[default]
+    Json,
+    Svg,
 }
 
 /// One model on the plot.
@@ -133,26 +163,18 @@ struct ParetoFront {
 /// Accuracy against cost: the models on the Pareto front (`format=svg` plots every model and
 /// the front).
 #[utoipa::path(get, path = "/v1/stats/pareto", tag = "stats", params(ParetoQuery),
-    responses((status = 200, body = ParetoFront), (status = 200, content_type = "image/svg+xml", body = String),
+    responses((status = 200, description = "the front (JSON), or the plot with `format=svg`", content((ParetoFront = "application/json"), (String = "image/svg+xml"))),
               (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn pareto(
     State(ctx): State<ApiContext>,
-    query: Result<Query<ParetoQuery>, QueryRejection>,
+    MultiQuery(q): MultiQuery<ParetoQuery>,
 ) -> Result<Response> {
-    let Query(q) = query?;
-    if q.y != "accuracy" {
-        return Err(Error::BadRequest(format!("unknown y `{}` (accuracy)", q.y)));
-    }
-    let x_expr = match q.x.as_str() {
-        "params" => "a.params::float8",
-        "macs" => "a.macs::float8",
-        "latency" => {
+    let Quality::Accuracy = q.y;
+    let x_expr = match q.x {
+        Cost::Params => "a.params::float8",
+        Cost::Macs => "a.macs::float8",
+        Cost::Latency => {
             "(select min(l.value) from results l where l.nn = r.nn and l.metric = 'latency')"
-        }
-        other => {
-            return Err(Error::BadRequest(format!(
-                "unknown x `{other}` (params, macs, latency)"
-            )));
         }
     };
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
@@ -176,7 +198,7 @@ async fn pareto(
     sql.push(" group by r.nn) p where x is not null order by x, y desc");
     let points: Vec<ParetoPoint> = sql.build_query_as().fetch_all(&ctx.pool).await?;
     let front = pareto_front(&points);
-    if q.format.as_deref() == Some("svg") {
+    if q.format == Some(PlotFormat::Svg) {
         let span = |f: fn(&ParetoPoint) -> f64| {
             points
                 .iter()
@@ -188,7 +210,7 @@ async fn pareto(
         let (xs, ys) = (span(|p| p.x), span(|p| p.y));
         let mut chart = Chart::new(
             "Pareto front",
-            &q.x,
+            q.x.name(),
             "accuracy",
             if points.is_empty() { (0.0, 1.0) } else { xs },
             if points.is_empty() { (0.0, 1.0) } else { ys },
@@ -213,8 +235,8 @@ async fn pareto(
         return Ok(([(header::CONTENT_TYPE, "image/svg+xml")], chart.render()).into_response());
     }
     Ok(Json(ParetoFront {
-        x: q.x,
-        y: q.y,
+        x: q.x.name().to_string(),
+        y: "accuracy".to_string(),
         points: points.len(),
         front,
     })

@@ -1,8 +1,7 @@
 //! `GET /v1/architectures/{id}/text`: an architecture as text for language models
 //! (`crate::text`, `docs/agents.md`).
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -10,7 +9,8 @@ use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
-use super::error::{Error, Problem, Result};
+use super::error::{Error, Problem, Result, blocking};
+use super::extract::{Path, Query};
 use crate::db::architectures as store;
 use crate::text::{self, TextOptions, TextSize, Variant};
 
@@ -36,7 +36,7 @@ struct TextQuery {
 /// ablation variant), or its computation graph one node per line (`variant=cg`). The
 /// `x-text-chars` and `x-text-whitespace-tokens` headers give its size.
 #[utoipa::path(get, path = "/v1/architectures/{id}/text", tag = "architectures",
-    params(("id" = i64, Path), TextQuery),
+    params(("id" = i64, Path, minimum = 1), TextQuery),
     responses(
         (status = 200, description = "the text", content_type = "text/plain", body = String,
          headers(("x-text-chars" = usize, description = "characters"),
@@ -45,11 +45,9 @@ struct TextQuery {
         (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_text(
     State(ctx): State<ApiContext>,
-    id: Result<Path<i64>, PathRejection>,
-    query: Result<Query<TextQuery>, QueryRejection>,
+    Path(id): Path<i64>,
+    Query(q): Query<TextQuery>,
 ) -> Result<Response> {
-    let Path(id) = id?;
-    let Query(q) = query?;
     let options = TextOptions {
         variant: q.variant.unwrap_or_default(),
         scalars: q.scalars.unwrap_or(false),
@@ -60,12 +58,11 @@ async fn get_text(
         text::render_cg(&graph.nodes, &graph.edges)
     } else {
         let bytes = store::onnx(&ctx.pool, id).await?.ok_or_else(missing)?;
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let model = crate::onnx::decode_model(bytes.into())?;
             text::render(&model, options)
         })
-        .await
-        .map_err(|e| Error::Internal(e.into()))??
+        .await??
     };
     let size = TextSize::of(&body);
     Ok((

@@ -31,17 +31,20 @@ use tokio::sync::mpsc;
 /// may not claim one.
 pub fn is_reserved_namespace(source: &str) -> bool {
     let source = source.trim().to_ascii_lowercase();
-    [
-        nb201::INDEX_ALIAS,
-        nb201::ARCH_ALIAS,
-        nb_macro::BENCHMARK,
-        crate::lemur::BENCHMARK,
-        naslib_zc::BENCHMARK,
-        nas_bench_graph::BENCHMARK,
-    ]
-    .contains(&source.as_str())
-        || source.starts_with("naslib:")
+    RESERVED_NAMESPACES.contains(&source.as_str()) || source.starts_with(RESERVED_PREFIX)
 }
+
+/// The namespaces of [`is_reserved_namespace`] (compared trimmed, ASCII case-insensitively)…
+pub const RESERVED_NAMESPACES: [&str; 6] = [
+    nb201::INDEX_ALIAS,
+    nb201::ARCH_ALIAS,
+    nb_macro::BENCHMARK,
+    crate::lemur::BENCHMARK,
+    naslib_zc::BENCHMARK,
+    nas_bench_graph::BENCHMARK,
+];
+/// …and the prefix of NASLib's search spaces.
+pub const RESERVED_PREFIX: &str = "naslib:";
 
 /// What `archdb import` loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

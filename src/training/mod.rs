@@ -40,7 +40,7 @@ pub struct TrainRequest {
     /// Measured architectures to train on, drawn at random with `seed`; all others are the
     /// held-out test set. Default: 10 % of the target's measured architectures.
     #[serde(default)]
-    #[schema(minimum = 2)]
+    #[schema(minimum = 2, maximum = 1000000)]
     pub train_size: Option<usize>,
     #[serde(default)]
     pub seed: u64,
@@ -67,7 +67,7 @@ pub struct FinetuneRequest {
     pub target: Target,
     /// Measured architectures to adapt on (GENNAPE: 50).
     #[serde(default = "default_shots")]
-    #[schema(minimum = 2)]
+    #[schema(minimum = 2, maximum = 100000)]
     pub samples: usize,
     #[serde(default)]
     pub seed: u64,
