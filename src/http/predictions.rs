@@ -428,6 +428,7 @@ async fn predict(
         (onnx_items(&ctx, vec![body]).await?, targets)
     };
     let items = Arc::new(load_missing_graphs(&ctx, items, &targets).await?);
+    let inference = ctx.metrics.predictor_inference.start_timer();
     let mut results = tokio::task::spawn_blocking(move || {
         // Described once, whatever the number of recipe targets.
         let descriptors: Vec<GraphDescriptor> =
@@ -452,6 +453,7 @@ async fn predict(
     })
     .await
     .map_err(|e| Error::Internal(e.into()))??;
+    inference.observe_duration();
     link_lemur_neighbours(&ctx, &mut results).await?;
     Ok(Json(PredictionResponse { results }))
 }

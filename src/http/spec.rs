@@ -23,6 +23,9 @@ pub fn complete(spec: &mut OpenApi) {
             if let Some(operation) = operation {
                 guard(operation, &method, required_scope(&method, path));
                 describe(operation);
+                if method == Method::GET && super::cache::CACHED_ROUTES.contains(&path.as_str()) {
+                    super::cache::declare(operation);
+                }
             }
         }
     }
