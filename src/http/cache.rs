@@ -80,6 +80,9 @@ pub struct ResponseCache {
     kept: Mutex<Kept>,
     max_bytes: usize,
     max_entry: usize,
+    /// Keys being computed now: a second request for one waits for the first and takes its
+    /// answer, instead of computing it again (many agents polling one aggregate after a write).
+    computing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ResponseCache {
@@ -89,6 +92,23 @@ impl ResponseCache {
             kept: Mutex::default(),
             max_bytes,
             max_entry: (max_bytes / 8).min(8 << 20),
+            computing: Mutex::default(),
+        }
+    }
+
+    /// Waits until no other request computes `key`; it is this one's until the turn drops.
+    async fn turn(self: &Arc<Self>, key: &str) -> Turn {
+        let lock = self
+            .computing
+            .lock()
+            .expect("cache lock")
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        Turn {
+            guard: Some(lock.lock_owned().await),
+            cache: self.clone(),
+            key: key.to_string(),
         }
     }
 
@@ -135,6 +155,27 @@ impl ResponseCache {
     }
 }
 
+/// The right to compute one key's answer (see [`ResponseCache::turn`]).
+struct Turn {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    cache: Arc<ResponseCache>,
+    key: String,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut computing = self.cache.computing.lock().expect("cache lock");
+        // Nobody waits for it any more (only the map holds it): forget the key.
+        if computing
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            computing.remove(&self.key);
+        }
+    }
+}
+
 impl Kept {
     /// Forgets every answer once a newer data version is seen.
     fn advance(&mut self, version: i64) {
@@ -177,9 +218,17 @@ pub async fn serve_cached(State(ctx): State<ApiContext>, req: Request, next: Nex
         req.uri().query().unwrap_or("")
     );
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
-    if let Some(entry) = ctx.cache.get(&key, version) {
+    let hit = |entry: &Entry| {
         ctx.metrics.cache_hits.with_label_values(&[route]).inc();
-        return answer(&entry, if_none_match.as_ref(), "hit");
+        answer(entry, if_none_match.as_ref(), "hit")
+    };
+    if let Some(entry) = ctx.cache.get(&key, version) {
+        return hit(&entry);
+    }
+    // Held until the answer is kept (or known not to be keepable).
+    let _turn = ctx.cache.turn(&key).await;
+    if let Some(entry) = ctx.cache.get(&key, version) {
+        return hit(&entry);
     }
     ctx.metrics.cache_misses.with_label_values(&[route]).inc();
     let response = next.run(req).await;
@@ -355,6 +404,30 @@ mod tests {
             entry(1, Box::leak("y".repeat(1100).into_boxed_str())),
         );
         assert!(cache.get("big", 1).is_none());
+    }
+
+    #[tokio::test]
+    async fn one_request_computes_a_key_at_a_time() {
+        let cache = Arc::new(ResponseCache::new(1 << 20));
+        let first = cache.turn("k").await;
+        let other = cache.turn("other").await;
+        let waiting = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                let _turn = cache.turn("k").await;
+                cache.get("k", 1).is_some()
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the second request waits for the first"
+        );
+        cache.insert("k".into(), entry(1, "a"));
+        drop(first);
+        assert!(waiting.await.unwrap(), "and takes its answer");
+        drop(other);
+        assert!(cache.computing.lock().unwrap().is_empty());
     }
 
     #[test]
