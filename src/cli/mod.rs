@@ -276,7 +276,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let database = Database::connect(&db).await?;
             if !no_seed {
-                tokio::spawn(serve::load_starter(database.pool.clone(), seed_dir));
+                let progress = crate::import::stderr_progress();
+                tokio::spawn(serve::load_starter(
+                    database.pool.clone(),
+                    seed_dir,
+                    progress,
+                ));
             }
             let ctx = http::ApiContext::new(database.pool.clone(), ServeConfig::default()).await;
             let served = crate::mcp::serve_stdio(ctx).await;

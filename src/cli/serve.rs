@@ -34,9 +34,13 @@ pub async fn serve(db: DbConfig, config: ServeConfig, seed_dir: Option<PathBuf>)
         database.close().await;
         return Ok(());
     }
-    // The API answers at once; the starter data arrive as each import commits.
-    let starter = seed_dir.map(|dir| tokio::spawn(load_starter(database.pool.clone(), dir)));
     let ctx = ApiContext::new(database.pool.clone(), config).await;
+    // The API answers at once; the starter data arrive as each import commits.
+    let progress = ctx
+        .metrics
+        .import_progress(crate::import::stderr_progress());
+    let starter =
+        seed_dir.map(|dir| tokio::spawn(load_starter(database.pool.clone(), dir, progress)));
     let watcher = ctx.watcher.clone();
     let served = tokio::select! {
         served = http::serve(ctx, after_shutdown(stop.clone(), Duration::ZERO)) => served,
@@ -63,8 +67,11 @@ pub async fn serve(db: DbConfig, config: ServeConfig, seed_dir: Option<PathBuf>)
 
 /// Loads the missing parts of the starter set, then registers the bundled predictor. Runs
 /// until done or aborted (abort rolls back the import in progress).
-pub(super) async fn load_starter(pool: PgPool, seed_dir: PathBuf) {
-    let progress = crate::import::stderr_progress();
+pub(super) async fn load_starter(
+    pool: PgPool,
+    seed_dir: PathBuf,
+    progress: std::sync::Arc<dyn crate::import::Progress>,
+) {
     if let Err(e) = crate::import::seed::seed_missing(&pool, &seed_dir, progress).await {
         tracing::error!("loading starter data failed: {e:#}");
     }

@@ -6,10 +6,12 @@
 pub mod architectures;
 pub mod auth;
 pub mod benchmarks;
+pub mod cache;
 pub mod calibration;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod metrics;
 pub mod predictions;
 pub mod predictors;
 pub mod registry;
@@ -99,6 +101,9 @@ pub struct ServeConfig {
     /// for more (or `max_rows=0`, all) needs a token when the server has one.
     #[arg(long, env = "ARCHDB_DUMP_ROWS", default_value_t = 100_000)]
     pub dump_rows: i64,
+    /// Bytes of aggregate answers kept in memory, by data version (0: none; src/http/cache.rs).
+    #[arg(long, env = "ARCHDB_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_bytes: usize,
 }
 
 impl Default for ServeConfig {
@@ -121,6 +126,7 @@ impl Default for ServeConfig {
             stream_stall_secs: 10,
             stream_timeout_secs: 300,
             dump_rows: 100_000,
+            cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -169,6 +175,8 @@ pub struct ApiContext {
     pub heavy: Arc<server::HeavyGate>,
     /// The LISTEN task that keeps `predictors` current; stopped on shutdown before the pool.
     pub watcher: tokio::task::AbortHandle,
+    pub cache: Arc<cache::ResponseCache>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl ApiContext {
@@ -205,6 +213,8 @@ impl ApiContext {
                 auth::Tokens::new(admin, read)
             },
             heavy: Arc::new(server::HeavyGate::new(heavy_limit)),
+            cache: Arc::new(cache::ResponseCache::new(config.cache_bytes)),
+            metrics: Arc::default(),
             config: Arc::new(config),
             predictors,
             watcher,
@@ -257,6 +267,7 @@ fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
         .merge(predictions::router())
         .merge(predictors::router())
         .merge(text::router())
+        .merge(metrics::router())
         .split_for_parts();
     spec::complete(&mut spec);
     (routes, spec)
@@ -276,6 +287,7 @@ pub fn app(ctx: ApiContext) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { Error::NotFound("no such route; see /docs for the API".into()) })
         .layer(middleware::from_fn_with_state(ctx.clone(), server::heavy_gate))
+        .layer(middleware::from_fn_with_state(ctx.clone(), cache::serve_cached))
         .layer(middleware::from_fn(auth::reject_cross_site))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth::authorize))
         .layer(middleware::from_fn_with_state(declared, spec::reject_undeclared_method))
@@ -293,6 +305,7 @@ pub fn app(ctx: ApiContext) -> Router {
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn_with_state(ctx.clone(), metrics::track))
         .with_state(ctx)
 }
 

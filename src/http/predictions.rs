@@ -488,6 +488,7 @@ async fn predict(
     }
     let items = Arc::new(load_missing_graphs(&ctx, items, &targets).await?);
     let registry = ctx.predictors.clone();
+    let inference = ctx.metrics.predictor_inference.start_timer();
     let mut results = tokio::task::spawn_blocking(move || {
         // Described once, whatever the number of recipe targets; stored ones are kept.
         let descriptors: Vec<GraphDescriptor> = if describe {
@@ -518,6 +519,7 @@ async fn predict(
     })
     .await
     .map_err(|e| Error::Internal(e.into()))??;
+    inference.observe_duration();
     link_lemur_neighbours(&ctx, &mut results).await?;
     Ok(Json(PredictionResponse { results }))
 }

@@ -35,6 +35,9 @@ pub fn complete(spec: &mut OpenApi) {
                 guard(operation, &method, scope);
                 rejections(operation, scope);
                 describe(operation);
+                if method == Method::GET && super::cache::CACHED_ROUTES.contains(&path.as_str()) {
+                    super::cache::declare(operation);
+                }
             }
         }
     }

@@ -30,6 +30,26 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// The URL of the test database, for another process (`archdb serve`, `archdb worker`).
+    pub fn database_url(&self) -> String {
+        let o = self.pool.connect_options();
+        let db = o.get_database().unwrap();
+        match o.get_socket() {
+            Some(dir) => format!(
+                "postgres://{}@/{db}?host={}&port={}",
+                o.get_username(),
+                dir.display(),
+                o.get_port()
+            ),
+            None => format!(
+                "postgres://{}@{}:{}/{db}",
+                o.get_username(),
+                o.get_host(),
+                o.get_port()
+            ),
+        }
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let resp = self
             .client

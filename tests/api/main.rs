@@ -3,6 +3,7 @@
 mod architectures;
 mod auth;
 mod benchmarks;
+mod cache;
 mod calibration;
 mod cli;
 mod common;
@@ -12,6 +13,7 @@ mod hostile_input;
 mod importers;
 mod invalid_input;
 mod lifecycle;
+mod metrics;
 mod migrations;
 mod models;
 mod onnx_bench;

@@ -500,26 +500,6 @@ async fn activation_hot_swaps_without_dropping_requests() {
     assert_eq!(active, [second], "one active predictor per target");
 }
 
-/// A URL for child processes to reach the test database.
-pub(crate) fn database_url(app: &TestApp) -> String {
-    let o = app.pool.connect_options();
-    let db = o.get_database().unwrap();
-    match o.get_socket() {
-        Some(dir) => format!(
-            "postgres://{}@/{db}?host={}&port={}",
-            o.get_username(),
-            dir.display(),
-            o.get_port()
-        ),
-        None => format!(
-            "postgres://{}@{}:{}/{db}",
-            o.get_username(),
-            o.get_host(),
-            o.get_port()
-        ),
-    }
-}
-
 pub(crate) async fn wait_for(app: &TestApp, job: i64, what: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
     loop {
@@ -557,7 +537,7 @@ pub(crate) fn worker_process(url: &str, name: &str) -> std::process::Child {
 #[tokio::test]
 async fn a_job_survives_a_killed_worker_and_can_be_cancelled() {
     let app = with_nb201().await;
-    let url = database_url(&app);
+    let url = app.database_url();
     let mut config = tiny();
     config["epochs"] = json!(400);
     let (_, queued) = post(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::TestApp;
-use crate::predictions::{database_url, post, target, tiny, wait_for, with_nb201, worker_process};
+use crate::predictions::{post, target, tiny, wait_for, with_nb201, worker_process};
 
 /// A second `archdb serve` on the test's database; killed when dropped.
 struct Server {
@@ -65,7 +65,7 @@ impl Drop for Workers {
 #[tokio::test]
 async fn two_servers_and_two_workers_share_one_database() {
     let app = with_nb201().await;
-    let url = database_url(&app);
+    let url = app.database_url();
     let second = Server::start(&url).await;
     let other = TestApp {
         base: second.base.clone(),
