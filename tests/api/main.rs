@@ -10,6 +10,7 @@ mod embedded;
 mod graph;
 mod hostile_input;
 mod importers;
+mod ingest;
 mod invalid_input;
 mod lifecycle;
 mod migrations;
