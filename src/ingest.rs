@@ -3,6 +3,7 @@
 
 use prost::Message;
 
+use crate::db::architectures::{self, NewArchitecture};
 use crate::graph::{self, BuildOptions, CompGraph};
 use crate::onnx::{self, OnnxError, proto::ModelProto};
 
@@ -30,6 +31,81 @@ pub fn ingest_model(model: ModelProto, options: BuildOptions) -> Result<Ingested
     onnx::check_model(&model)?;
     let original_size = model.encoded_len();
     build_and_hash(model, original_size, options)
+}
+
+/// [`ingest`] of many models at once, on every core (rayon), in input order; a model that fails
+/// does not stop the others. CPU-bound: call from a blocking task.
+pub fn ingest_all(
+    files: Vec<bytes::Bytes>,
+    options: BuildOptions,
+) -> Vec<Result<Ingested, OnnxError>> {
+    use rayon::prelude::*;
+    cores().install(|| {
+        files
+            .into_par_iter()
+            .map(|bytes| ingest(bytes, options))
+            .collect()
+    })
+}
+
+/// One thread per core for [`ingest_all`]: `archdb` keeps rayon's global pool at one thread for
+/// candle's sake (see `main.rs`). Built once, so concurrent batches share these threads.
+fn cores() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .thread_name(|i| format!("archdb-ingest-{i}"))
+            .build()
+            .expect("building the ingest threads")
+    })
+}
+
+/// What became of one file of a batch.
+#[derive(Debug)]
+pub enum Stored {
+    /// A new architecture with this id.
+    Created(i64),
+    /// The graph was stored already (or earlier in the same batch) under this id.
+    Existing(i64),
+    /// The file is not a model archdb can use; nothing was stored for it.
+    Rejected(OnnxError),
+}
+
+/// Stores the models of a batch that were built (see [`ingest_all`]) in one transaction,
+/// deduplicated by graph hash (within the batch too), each with its own fields (`name` becomes
+/// an alias in `source`, as for single uploads). Returns what became of each, in order. A
+/// failure stores nothing.
+pub async fn store_batch(
+    pool: &sqlx::PgPool,
+    built: Vec<(Result<Ingested, OnnxError>, NewArchitecture)>,
+) -> sqlx::Result<Vec<Stored>> {
+    let items: Vec<(&Ingested, &NewArchitecture)> = built
+        .iter()
+        .filter_map(|(model, meta)| model.as_ref().ok().map(|m| (m, meta)))
+        .collect();
+    let mut stored = if items.is_empty() {
+        Vec::new()
+    } else {
+        let mut tx = pool.begin().await?;
+        let stored = architectures::insert_batch_in(&mut tx, &items).await?;
+        tx.commit().await?;
+        stored
+    }
+    .into_iter();
+    built
+        .into_iter()
+        .map(|(model, _)| match model {
+            Err(e) => Ok(Stored::Rejected(e)),
+            Ok(_) => match stored.next() {
+                Some((id, true)) => Ok(Stored::Created(id)),
+                Some((id, false)) => Ok(Stored::Existing(id)),
+                None => Err(sqlx::Error::Protocol(
+                    "the batch insert answered fewer items than it was given".into(),
+                )),
+            },
+        })
+        .collect()
 }
 
 fn build_and_hash(

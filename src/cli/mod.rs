@@ -1,5 +1,6 @@
 //! The `archdb` command line.
 
+mod ingest;
 mod serve;
 
 use std::path::PathBuf;
@@ -61,6 +62,16 @@ pub enum Command {
     Import {
         kind: ImportKind,
         dir: PathBuf,
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Store every .onnx file under DIR as an architecture (deduplicated by graph hash), in
+    /// batches of one transaction each, with a progress bar. Prints a JSON summary listing the
+    /// files that are not usable models.
+    Ingest {
+        dir: PathBuf,
+        #[command(flatten)]
+        options: ingest::IngestOptions,
         #[command(flatten)]
         db: DbConfig,
     },
@@ -299,6 +310,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             let summary = crate::import::run(&database.pool, kind, &dir, progress).await;
             database.close().await;
             println!("{}", serde_json::to_string_pretty(&summary?)?);
+            Ok(())
+        }
+        Command::Ingest { dir, options, db } => {
+            let database = Database::connect(&db).await?;
+            let summary = with_database(database, async |pool| {
+                ingest::run(pool, &dir, &options).await
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }
         Command::Worker { db, options } => {

@@ -52,15 +52,7 @@ async fn create_architecture(
     } else {
         Bytes::from_request(request, &ctx).await?
     };
-    if let Some(source) = meta
-        .source
-        .as_deref()
-        .filter(|s| crate::import::is_reserved_namespace(s))
-    {
-        return Err(Error::Unprocessable(format!(
-            "source `{source}` is an alias namespace reserved for `archdb import`; choose another"
-        )));
-    }
+    check_source(&meta)?;
     let options = BuildOptions {
         max_nodes: ctx.config.max_nodes,
     };
@@ -73,6 +65,20 @@ async fn create_architecture(
     };
     let location = format!("/v1/architectures/{}", arch.id);
     Ok((status, [(header::LOCATION, location)], Json(arch)).into_response())
+}
+
+/// Refuses a `source` that names an alias namespace the importers own (422).
+pub(super) fn check_source(meta: &NewArchitecture) -> Result<()> {
+    match meta
+        .source
+        .as_deref()
+        .filter(|s| crate::import::is_reserved_namespace(s))
+    {
+        Some(source) => Err(Error::Unprocessable(format!(
+            "source `{source}` is an alias namespace reserved for `archdb import`; choose another"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The multipart form of an upload.
@@ -88,14 +94,30 @@ struct UploadForm {
     source: Option<String>,
 }
 
-async fn read_multipart(mut form: Multipart, meta: &mut NewArchitecture) -> Result<Bytes> {
+async fn read_multipart(form: Multipart, meta: &mut NewArchitecture) -> Result<Bytes> {
     let mut file = None;
+    read_form(form, meta, |_, bytes| {
+        file = Some(bytes);
+        Ok(())
+    })
+    .await?;
+    file.ok_or_else(|| Error::BadRequest("the multipart form has no `file` part".into()))
+}
+
+/// Reads an upload form: `name`, `family` and `source` into `meta`, and each `file` part, with
+/// its filename, to `on_file` as it arrives (a batch refuses one too many before reading on).
+pub(super) async fn read_form(
+    mut form: Multipart,
+    meta: &mut NewArchitecture,
+    mut on_file: impl FnMut(Option<String>, Bytes) -> Result<()>,
+) -> Result<()> {
     while let Some(field) = form
         .next_field()
         .await
         .map_err(|e| Error::Rejection(e.status(), e.body_text()))?
     {
         let name = field.name().unwrap_or_default().to_string();
+        let filename = field.file_name().map(str::to_string);
         let bytes = field
             .bytes()
             .await
@@ -105,7 +127,7 @@ async fn read_multipart(mut form: Multipart, meta: &mut NewArchitecture) -> Resu
                 .map_err(|_| Error::BadRequest(format!("form field `{name}` is not UTF-8")))
         };
         match name.as_str() {
-            "file" => file = Some(bytes.clone()),
+            "file" => on_file(filename, bytes)?,
             "name" => meta.name = Some(text()?),
             "family" => meta.family = Some(text()?),
             "source" => meta.source = Some(text()?),
@@ -116,7 +138,7 @@ async fn read_multipart(mut form: Multipart, meta: &mut NewArchitecture) -> Resu
             }
         }
     }
-    file.ok_or_else(|| Error::BadRequest("the multipart form has no `file` part".into()))
+    Ok(())
 }
 
 /// Listing filters; every filter narrows the result.

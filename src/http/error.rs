@@ -113,18 +113,26 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The problem document of this error (also one file's outcome in a batch upload).
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            kind: format!("urn:archdb:problem:{}", self.kind()),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
         }
-        let problem = Problem {
-            kind: format!("urn:archdb:problem:{}", self.kind()),
-            title: status.canonical_reason().unwrap_or("Error").to_string(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-        };
+        let problem = self.problem();
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(

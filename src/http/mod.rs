@@ -11,6 +11,7 @@ pub mod calibration;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod ingest;
 pub mod metrics;
 pub mod predictions;
 pub mod predictors;
@@ -65,6 +66,9 @@ pub struct ServeConfig {
     /// Most ONNX nodes accepted per model (after inlining local functions).
     #[arg(long, env = "ARCHDB_MAX_NODES", default_value_t = 200_000)]
     pub max_nodes: usize,
+    /// Most files in one batch upload (`POST /v1/architectures/batch`).
+    #[arg(long, env = "ARCHDB_MAX_BATCH_FILES", default_value_t = 1000)]
+    pub max_batch_files: usize,
     /// Seconds before a request is answered 408.
     #[arg(long, env = "ARCHDB_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
     pub request_timeout_secs: u64,
@@ -115,6 +119,7 @@ impl Default for ServeConfig {
             insecure_no_token: false,
             max_upload_bytes: 64 * 1024 * 1024,
             max_nodes: 200_000,
+            max_batch_files: 1000,
             request_timeout_secs: 120,
             concurrency_limit: 256,
             max_connections: 1024,
@@ -260,6 +265,7 @@ fn api() -> (Router<ApiContext>, utoipa::openapi::OpenApi) {
     let (routes, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(architectures::router())
+        .merge(ingest::router())
         .merge(calibration::router())
         .merge(benchmarks::router())
         .merge(stats::router())

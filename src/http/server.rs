@@ -137,13 +137,16 @@ pub fn body_timed_out(rejection: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Requests that cost CPU or large queries: model uploads, predictions, calibration metrics,
-/// similarity searches, pairs and the aggregates.
+/// Requests that cost CPU or large queries: model uploads (one or a batch), predictions,
+/// calibration metrics, similarity searches, pairs and the aggregates.
 fn is_heavy(method: &Method, path: &str) -> bool {
     match *method {
         Method::POST => matches!(
             path,
-            "/v1/architectures" | "/v1/predictions" | "/v1/calibration/compute"
+            "/v1/architectures"
+                | "/v1/architectures/batch"
+                | "/v1/predictions"
+                | "/v1/calibration/compute"
         ),
         Method::GET => {
             path.ends_with("/similar")
@@ -230,6 +233,7 @@ mod tests {
     #[test]
     fn heavy_routes() {
         assert!(is_heavy(&Method::POST, "/v1/predictions"));
+        assert!(is_heavy(&Method::POST, "/v1/architectures/batch"));
         assert!(is_heavy(&Method::GET, "/v1/architectures/3/similar"));
         assert!(is_heavy(&Method::GET, "/v1/stats/pareto"));
         assert!(!is_heavy(&Method::GET, "/v1/architectures/3"));

@@ -175,7 +175,7 @@ fn read_entry(path: &Path, placement: Placement) -> Result<Entry> {
 }
 
 /// Every `.onnx` file under `dir`, sorted (the import order).
-fn onnx_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn onnx_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -11,6 +11,7 @@ mod embedded;
 mod graph;
 mod hostile_input;
 mod importers;
+mod ingest;
 mod invalid_input;
 mod lifecycle;
 mod metrics;

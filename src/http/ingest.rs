@@ -1,0 +1,312 @@
+//! `POST /v1/architectures/batch`: many ONNX files in one request (multipart or tar), parsed on
+//! every core and stored in one transaction, with an outcome per file.
+
+use std::io::Read;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::ApiContext;
+use super::architectures::{check_source, read_form};
+use super::error::{Error, Problem, Result};
+use crate::db::architectures::NewArchitecture;
+use crate::graph::BuildOptions;
+use crate::ingest::{self, Stored};
+
+/// Largest batch body; the server-wide `--max-upload-bytes` (64 MiB by default) caps it further.
+const MAX_BATCH_BYTES: usize = 1 << 30;
+
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(super::body_limit(
+        MAX_BATCH_BYTES,
+        routes!(create_architectures),
+    ))
+}
+
+/// Fields shared by every file of a batch. Each file's name (its multipart filename or tar
+/// path, without `.onnx`) is its `name`, recorded as an alias in `source` as for one upload.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct BatchQuery {
+    /// Model family of every file (e.g. `resnet`, `nb201`).
+    family: Option<String>,
+    /// Where the files come from; the alias namespace of their names (default `upload`).
+    source: Option<String>,
+}
+
+/// The multipart form of a batch.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the multipart body for OpenAPI only
+struct BatchForm {
+    /// The ONNX files, one `file` part each; the part's filename names the file.
+    #[schema(schema_with = file_parts)]
+    file: Vec<Vec<u8>>,
+    family: Option<String>,
+    source: Option<String>,
+}
+
+/// Repeated binary parts.
+fn file_parts() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_media_type("application/octet-stream"),
+        )
+        .description(Some(
+            "The ONNX files, one `file` part each; the part's filename names the file.",
+        ))
+        .build()
+}
+
+/// What became of one file.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum Outcome {
+    /// Stored as a new architecture.
+    Created { id: i64 },
+    /// The same computation graph is stored already (or came earlier in this batch).
+    Existing { id: i64 },
+    /// Not stored: why, as for a single upload of this file.
+    Problem { problem: Problem },
+}
+
+/// One file's outcome.
+#[derive(Debug, Serialize, ToSchema)]
+struct BatchItem {
+    /// The multipart filename or tar path (`file-<n>` for a part without a filename).
+    file: String,
+    #[serde(flatten)]
+    outcome: Outcome,
+}
+
+/// Outcomes per file, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+struct BatchReport {
+    created: usize,
+    existing: usize,
+    /// Files with a problem; nothing was stored for them.
+    failed: usize,
+    /// Tar entries that are not `.onnx` files (folders, READMEs), not counted as files.
+    skipped: usize,
+    items: Vec<BatchItem>,
+}
+
+/// Uploads many ONNX models at once.
+///
+/// The body is `multipart/form-data` with repeated `file` parts (and optional `family`,
+/// `source` fields), or an `application/x-tar` archive whose `.onnx` entries are the files. Every file is parsed on all cores; the valid ones are stored in one
+/// transaction, deduplicated by canonical graph hash (also within the batch). Answers 200 with
+/// an outcome per file in request order: `created`, `existing` (with the id), or a `problem`
+/// (RFC 7807, as a single upload of that file would answer) — one bad file does not fail the
+/// batch. Too many files, or too many bytes, refuse the whole batch before any parsing (413).
+#[utoipa::path(post, path = "/v1/architectures/batch", tag = "architectures",
+    params(BatchQuery),
+    request_body(content(
+        (BatchForm = "multipart/form-data"),
+        (Vec<u8> = "application/x-tar"))),
+    responses(
+        (status = 200, description = "outcome per file", body = BatchReport),
+        (status = 400, description = "no files, a malformed form or tar archive, or an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "more files or bytes than a batch may hold", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a `source` reserved for importers", body = Problem, content_type = "application/problem+json")))]
+async fn create_architectures(
+    State(ctx): State<ApiContext>,
+    query: Result<Query<BatchQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Result<Json<BatchReport>> {
+    let Query(q) = query?;
+    let mut meta = NewArchitecture {
+        name: None,
+        family: q.family,
+        source: q.source,
+    };
+    let max_files = ctx.config.max_batch_files;
+    let too_many = || {
+        Error::PayloadTooLarge(format!(
+            "a batch holds at most {max_files} files; send the rest in another batch"
+        ))
+    };
+    let mut files: Vec<(String, Bytes)> = Vec::new();
+    let mut skipped = 0;
+    if super::has_content_type(&request, "multipart/form-data") {
+        let form = Multipart::from_request(request, &ctx).await?;
+        read_form(form, &mut meta, |name, bytes| {
+            if files.len() == max_files {
+                return Err(too_many());
+            }
+            let name = name.unwrap_or_else(|| format!("file-{}", files.len() + 1));
+            files.push((name, bytes));
+            Ok(())
+        })
+        .await?;
+        if meta.name.is_some() {
+            return Err(Error::BadRequest(
+                "a batch takes no `name`: each file is named by its filename".into(),
+            ));
+        }
+    } else if super::has_content_type(&request, "application/x-tar") {
+        let body = Bytes::from_request(request, &ctx).await?;
+        skipped = read_tar(&body, max_files, &mut files).map_err(|e| match e {
+            TarError::TooMany => too_many(),
+            TarError::Malformed(e) => {
+                Error::BadRequest(format!("the body is not a readable tar archive: {e}"))
+            }
+        })?;
+    } else {
+        return Err(Error::UnsupportedMediaType(
+            "a batch is `multipart/form-data` with `file` parts, or an `application/x-tar` \
+             archive of .onnx files"
+                .into(),
+        ));
+    }
+    if files.is_empty() {
+        return Err(Error::BadRequest(
+            "the batch has no files (multipart `file` parts or .onnx tar entries)".into(),
+        ));
+    }
+    check_source(&meta)?;
+
+    let options = BuildOptions {
+        max_nodes: ctx.config.max_nodes,
+    };
+    let (names, bytes): (Vec<String>, Vec<Bytes>) = files.into_iter().unzip();
+    let built = tokio::task::spawn_blocking(move || ingest::ingest_all(bytes, options))
+        .await
+        .map_err(|e| Error::Internal(e.into()))?;
+    let built = built
+        .into_iter()
+        .zip(&names)
+        .map(|(model, file)| {
+            let meta = NewArchitecture {
+                name: Some(stem(file).to_string()),
+                ..meta.clone()
+            };
+            (model, meta)
+        })
+        .collect();
+    let stored = ingest::store_batch(&ctx.pool, built).await?;
+
+    let mut report = BatchReport {
+        created: 0,
+        existing: 0,
+        failed: 0,
+        skipped,
+        items: Vec::with_capacity(names.len()),
+    };
+    for (file, stored) in names.into_iter().zip(stored) {
+        let outcome = match stored {
+            Stored::Created(id) => {
+                report.created += 1;
+                Outcome::Created { id }
+            }
+            Stored::Existing(id) => {
+                report.existing += 1;
+                Outcome::Existing { id }
+            }
+            Stored::Rejected(e) => {
+                report.failed += 1;
+                Outcome::Problem {
+                    problem: Error::Onnx(e).problem(),
+                }
+            }
+        };
+        report.items.push(BatchItem { file, outcome });
+    }
+    Ok(Json(report))
+}
+
+/// A file's name without its folders and `.onnx`.
+fn stem(file: &str) -> &str {
+    let base = file.rsplit('/').next().unwrap_or(file);
+    base.strip_suffix(".onnx").unwrap_or(base)
+}
+
+enum TarError {
+    TooMany,
+    Malformed(std::io::Error),
+}
+
+impl From<std::io::Error> for TarError {
+    fn from(e: std::io::Error) -> Self {
+        TarError::Malformed(e)
+    }
+}
+
+/// Appends the `.onnx` regular files of a tar archive to `files`, refusing more than `max`;
+/// returns how many other entries were skipped.
+fn read_tar(
+    body: &[u8],
+    max: usize,
+    files: &mut Vec<(String, Bytes)>,
+) -> std::result::Result<usize, TarError> {
+    let mut skipped = 0;
+    let mut archive = tar::Archive::new(body);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if entry.header().entry_type().is_dir() {
+            continue;
+        }
+        if !entry.header().entry_type().is_file() || !path.ends_with(".onnx") {
+            skipped += 1;
+            continue;
+        }
+        if files.len() == max {
+            return Err(TarError::TooMany);
+        }
+        // The header's size is the sender's word; the body bounds what can follow.
+        let mut bytes = Vec::with_capacity(entry.size().min(body.len() as u64) as usize);
+        entry.read_to_end(&mut bytes)?;
+        files.push((path, bytes.into()));
+    }
+    Ok(skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_file_stems() {
+        assert_eq!(stem("models/resnet18.legacy.onnx"), "resnet18.legacy");
+        assert_eq!(stem("a.onnx"), "a");
+        assert_eq!(stem("file-3"), "file-3");
+    }
+
+    fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn tar_entries_other_than_onnx_files_are_skipped() {
+        let body = tar_of(&[("a/x.onnx", b"xx"), ("README.md", b"hi"), ("y.onnx", b"y")]);
+        let mut files = Vec::new();
+        let skipped = read_tar(&body, 10, &mut files).ok().unwrap();
+        assert_eq!(skipped, 1);
+        let names: Vec<_> = files.iter().map(|(n, b)| (n.as_str(), b.len())).collect();
+        assert_eq!(names, [("a/x.onnx", 2), ("y.onnx", 1)]);
+        assert!(matches!(
+            read_tar(&body, 1, &mut Vec::new()),
+            Err(TarError::TooMany)
+        ));
+        assert!(matches!(
+            read_tar(&[b'x'; 1024], 10, &mut Vec::new()),
+            Err(TarError::Malformed(_))
+        ));
+    }
+}
