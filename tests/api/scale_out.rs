@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::TestApp;
 use crate::predictions::{post, target, tiny, wait_for, with_nb201, worker_process};
