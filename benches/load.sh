@@ -5,8 +5,8 @@
 # there are any, "Non-2xx or 3xx responses" and socket errors.
 #
 # Usage: benches/load.sh [BASE_URL] [SECONDS] [CONNECTIONS]
-#        (defaults: http://127.0.0.1:8080, 60, 8; ARCHDB_LOAD_MAX_ID: highest architecture id
-#        looked up, default 10000)
+#        (defaults: http://127.0.0.1:8080, 60, 8; ARCHDB_LOAD_MIN_ID / ARCHDB_LOAD_MAX_ID: the
+#        architecture ids looked up, all stored, default 1 and 10000)
 set -euo pipefail
 base=${1:-http://127.0.0.1:8080}
 seconds=${2:-60}
