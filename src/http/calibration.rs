@@ -736,7 +736,8 @@ async fn analysis(
             .bind(&stage)
             .fetch_all(pool)
             .await?;
-            out.correlations = Some(correlate_series(series_map(rows, |d| d), None).await?);
+            out.correlations =
+                Some(correlate_series(&ctx.cpu, series_map(rows, |d| d), None).await?);
         }
         "bins" => {
             if !binned {
@@ -761,7 +762,7 @@ async fn analysis(
             rows.extend(high);
             // Keys sort numerically: zero-padded bin counts.
             let series = series_map(rows, |b| format!("{b:06}"));
-            let mut pairs = correlate_series(series, None).await?;
+            let mut pairs = correlate_series(&ctx.cpu, series, None).await?;
             for p in &mut pairs {
                 p.a = format!("{metric}@{}", p.a.trim_start_matches('0'));
                 p.b = format!("{metric}@{}", p.b.trim_start_matches('0'));
@@ -770,7 +771,7 @@ async fn analysis(
         }
         "metrics" => {
             let series = figures_at(pool, &stage, &need_dataset()?, bins).await?;
-            out.correlations = Some(correlate_series(series, None).await?);
+            out.correlations = Some(correlate_series(&ctx.cpu, series, None).await?);
         }
         "accuracy" => {
             let dataset = need_dataset()?;
@@ -788,7 +789,7 @@ async fn analysis(
                 ids: ids.unwrap_or_default(),
                 values: values.unwrap_or_default(),
             };
-            out.correlations = Some(correlate_series(series, Some(accuracy)).await?);
+            out.correlations = Some(correlate_series(&ctx.cpu, series, Some(accuracy)).await?);
         }
         "temperature" => {
             let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("select ");
@@ -873,13 +874,14 @@ fn series_map<K>(
         .collect()
 }
 
-/// Every pair of series, or each series against `reference` ("accuracy"), off the async
-/// workers (the rank correlations use all cores for a few tens of milliseconds).
+/// Every pair of series, or each series against `reference` ("accuracy"), on the CPU pool
+/// (the rank correlations use all cores for a few tens of milliseconds).
 async fn correlate_series(
+    cpu: &crate::cpu::CpuPool,
     series: BTreeMap<String, analysis::Series>,
     reference: Option<analysis::Series>,
 ) -> Result<Vec<PairCorrelation>> {
-    tokio::task::spawn_blocking(move || match reference {
+    cpu.run(move || match reference {
         None => analysis::pairwise_series(series),
         Some(r) => analysis::against(series, "accuracy", r),
     })

@@ -98,6 +98,20 @@ pub struct ServeConfig {
     /// for more (or `max_rows=0`, all) needs a token when the server has one.
     #[arg(long, env = "ARCHDB_DUMP_ROWS", default_value_t = 100_000)]
     pub dump_rows: i64,
+    /// Threads of the CPU pool that predictions and analyses run on; 0: the process's pool,
+    /// one thread per core, shared with imports.
+    #[arg(long, env = "ARCHDB_CPU_THREADS", default_value_t = 0)]
+    pub cpu_threads: usize,
+    /// Heavy requests (see `--heavy-limit`) per second that one caller (token, or client
+    /// address without one) may make on average; 0: no limit. 429 beyond it.
+    #[arg(long, env = "ARCHDB_RATE_PER_SEC", default_value_t = 50.0)]
+    pub rate_per_sec: f64,
+    /// Heavy requests one caller may make at once above that rate.
+    #[arg(long, env = "ARCHDB_RATE_BURST", default_value_t = 500)]
+    pub rate_burst: u32,
+    /// Training and fine-tuning jobs one caller may have queued or running; 0: no cap.
+    #[arg(long, env = "ARCHDB_MAX_QUEUED_JOBS", default_value_t = 8)]
+    pub max_queued_jobs: i64,
 }
 
 impl Default for ServeConfig {
@@ -120,6 +134,10 @@ impl Default for ServeConfig {
             stream_stall_secs: 10,
             stream_timeout_secs: 300,
             dump_rows: 100_000,
+            cpu_threads: 0,
+            rate_per_sec: 50.0,
+            rate_burst: 500,
+            max_queued_jobs: 8,
         }
     }
 }
@@ -166,6 +184,10 @@ pub struct ApiContext {
     pub predictors: Arc<Registry>,
     pub tokens: auth::Tokens,
     pub heavy: Arc<server::HeavyGate>,
+    /// Per-caller rate limit on heavy requests.
+    pub rate: Arc<server::RateLimit>,
+    /// Where predictions and analyses run (see [`crate::cpu`]).
+    pub cpu: crate::cpu::CpuPool,
     /// The LISTEN task that keeps `predictors` current; stopped on shutdown before the pool.
     pub watcher: tokio::task::AbortHandle,
 }
@@ -204,6 +226,14 @@ impl ApiContext {
                 auth::Tokens::new(admin, read)
             },
             heavy: Arc::new(server::HeavyGate::new(heavy_limit)),
+            rate: Arc::new(server::RateLimit::new(
+                config.rate_per_sec,
+                config.rate_burst,
+            )),
+            cpu: match config.cpu_threads {
+                0 => crate::cpu::CpuPool::app().clone(),
+                n => crate::cpu::CpuPool::new(n),
+            },
             config: Arc::new(config),
             predictors,
             watcher,

@@ -22,6 +22,18 @@ pub fn complete(spec: &mut OpenApi) {
         for (method, operation) in operations {
             if let Some(operation) = operation {
                 guard(operation, &method, required_scope(&method, path));
+                if super::server::is_heavy(&method, path) {
+                    add(
+                        operation,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "this caller's rate limit on heavy requests is reached; see `Retry-After`",
+                    );
+                    add(
+                        operation,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many heavy requests at once; see `Retry-After`",
+                    );
+                }
                 describe(operation);
             }
         }
