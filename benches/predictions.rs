@@ -23,6 +23,18 @@ use base64::Engine;
 use prost::Message;
 use serde_json::json;
 
+/// User + system CPU time of this process (server and client) so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3
 }
@@ -64,6 +76,8 @@ async fn bench() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let server = archdb::testing::spawn(ServeConfig {
         max_upload_bytes: 512 << 20,
+        // The bench's client is one address sending hundreds of requests a second.
+        rate_per_sec: 0.0,
         ..ServeConfig::default()
     })
     .await;
@@ -190,18 +204,22 @@ async fn bench() {
     ] {
         // The first call describes stored graphs for the recipe predictor; later ones find
         // them in the registry's cache.
-        let mut times = Vec::new();
+        let (mut best, mut cores, mut first) = (f64::INFINITY, 0.0, None);
         for _ in 0..3 {
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), cpu_seconds());
             let resp = client.post(&url).json(&body).send().await.unwrap();
             assert_eq!(resp.status(), 200);
             resp.bytes().await.unwrap();
-            times.push(t.elapsed().as_secs_f64());
+            let wall = t.elapsed().as_secs_f64();
+            first.get_or_insert(wall);
+            if wall < best {
+                (best, cores) = (wall, (cpu_seconds() - cpu) / wall);
+            }
         }
         let best = times.iter().copied().fold(f64::INFINITY, f64::min);
         println!(
             "{label}: {n} architectures in {:.0} ms → {:.0} architectures/s (best of 3; first \
-             {:.0} ms)",
+             {:.0} ms), {cores:.2} cores busy (process CPU time / wall time)",
             best * 1e3,
             n as f64 / best,
             times[0] * 1e3

@@ -40,24 +40,11 @@ pub fn ingest_all(
     options: BuildOptions,
 ) -> Vec<Result<Ingested, OnnxError>> {
     use rayon::prelude::*;
-    cores().install(|| {
+    crate::cpu::on_pool(|| {
         files
             .into_par_iter()
             .map(|bytes| ingest(bytes, options))
             .collect()
-    })
-}
-
-/// One thread per core for [`ingest_all`]: `archdb` keeps rayon's global pool at one thread for
-/// candle's sake (see `main.rs`). Built once, so concurrent batches share these threads.
-fn cores() -> &'static rayon::ThreadPool {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .thread_name(|i| format!("archdb-ingest-{i}"))
-            .build()
-            .expect("building the ingest threads")
     })
 }
 

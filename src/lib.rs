@@ -5,10 +5,11 @@
 //! [`calibration`] computes calibration metrics, [`stats`] rank statistics, [`predict`] the
 //! accuracy predictors (models and serving registry), [`training`] trains, evaluates and registers
 //! them against the database, [`worker`] runs its queued jobs, [`cli`] is the `archdb` command
-//! line, [`mcp`] the MCP server for agents.
+//! line, [`mcp`] the MCP server for agents, [`cpu`] the thread pool their CPU work shares.
 
 pub mod calibration;
 pub mod cli;
+pub mod cpu;
 pub mod db;
 pub mod export;
 pub mod generate;

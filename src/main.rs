@@ -2,10 +2,13 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    // candle splits every matrix product over rayon's threads unless RAYON_NUM_THREADS says
-    // otherwise. The predictor's matrices are 32 wide, so splitting costs more than it saves
-    // (and makes single predictions wait on busy cores); large batches are spread over threads
-    // by the predictor itself. Set before any thread exists, as `set_var` requires.
+    // candle decides how to split a matrix product on every call from `RAYON_NUM_THREADS`
+    // (`candle_core::utils::get_num_threads`: that variable, else the physical cores); it has
+    // no other setting. The predictor's matrices are 32 wide, so splitting them costs more than
+    // it saves; batches are spread over cores a level up, in 512-graph chunks on the
+    // application's pool (`archdb::cpu`), which is sized explicitly and so is not shrunk by this.
+    // The variable also makes rayon's global pool one thread; archdb's parallel work does not
+    // use that pool (`cpu::on_pool`). Set before any thread exists, as `set_var` requires.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // SAFETY: single-threaded here: the runtime and its threads are built below.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use rayon::prelude::*;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -112,7 +113,12 @@ fn correlations(
         let big = len * pairs.len() >= 20_000;
         let values: Vec<Vec<f64>> = series.into_iter().map(|s| s.values).collect();
         let ranked = parallel_map(&values, big, |v| RankedSeries::new(v.clone()));
+        // A request that is gone gets no answer: its remaining pairs are skipped.
+        let stop = crate::cpu::Stop::current();
         let stats = parallel_map(pairs, big, |&(i, j)| {
+            if stop.raised() {
+                return (f64::NAN, f64::NAN);
+            }
             (
                 ranked[i].kendall_tau_b(&ranked[j]),
                 ranked[i].spearman(&ranked[j]),
@@ -148,47 +154,16 @@ fn correlations(
         .collect()
 }
 
-/// `items.iter().map(f)`, on all cores (scoped threads, items interleaved) when `parallel`.
+/// `items.iter().map(f)`, on the application's CPU pool when `parallel`.
 fn parallel_map<T: Sync, R: Send>(
     items: &[T],
     parallel: bool,
-    f: impl Fn(&T) -> R + Sync,
+    f: impl Fn(&T) -> R + Sync + Send,
 ) -> Vec<R> {
-    let threads = if parallel {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(items.len())
-            .min(8)
-    } else {
-        1
-    };
-    if threads <= 1 {
+    if !parallel {
         return items.iter().map(f).collect();
     }
-    let run = |t: usize| -> Vec<(usize, R)> {
-        items
-            .iter()
-            .enumerate()
-            .skip(t)
-            .step_by(threads)
-            .map(|(i, x)| (i, f(x)))
-            .collect()
-    };
-    let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..threads).map(|t| scope.spawn(move || run(t))).collect();
-        let mine = run(0);
-        for (i, r) in handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("analysis worker panicked"))
-            .chain(mine)
-        {
-            out[i] = Some(r);
-        }
-    });
-    out.into_iter()
-        .map(|r| r.expect("every item mapped"))
-        .collect()
+    crate::cpu::on_pool(|| items.par_iter().map(f).collect())
 }
 
 /// Correlation of two series over their shared architectures (in id order, for determinism).

@@ -39,16 +39,64 @@ const COLUMNS: &str = "id, kind, params, state, attempts, max_attempts, cancel_r
 
 /// Queues a job; returns its id.
 pub async fn enqueue(pool: &PgPool, kind: &str, params: &serde_json::Value) -> sqlx::Result<i64> {
-    let id: i64 =
-        sqlx::query_scalar("insert into jobs (kind, params) values ($1, $2) returning id")
+    let mut tx = pool.begin().await?;
+    let id = insert(&mut tx, kind, params, None).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Queues a job for `owner` unless it has `cap` jobs queued or running already (`cap` 0: no
+/// cap). Returns the job's id, or `Err` with the owner's pending jobs at the cap.
+pub async fn enqueue_capped(
+    pool: &PgPool,
+    kind: &str,
+    params: &serde_json::Value,
+    owner: &str,
+    cap: i64,
+) -> sqlx::Result<Result<i64, i64>> {
+    let mut tx = pool.begin().await?;
+    // One owner's jobs are queued one at a time, so that two cannot both pass the count.
+    sqlx::query("select pg_advisory_xact_lock(hashtext('archdb_jobs:' || $1))")
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+    let pending: i64 = sqlx::query_scalar(
+        "select count(*) from jobs where owner = $1 and state in ('queued', 'running')",
+    )
+    .bind(owner)
+    .fetch_one(&mut *tx)
+    .await?;
+    if cap > 0 && pending >= cap {
+        return Ok(Err(pending));
+    }
+    let id = insert(&mut tx, kind, params, Some(owner)).await?;
+    tx.commit().await?;
+    Ok(Ok(id))
+}
+
+async fn insert(
+    conn: &mut PgConnection,
+    kind: &str,
+    params: &serde_json::Value,
+    owner: Option<&str>,
+) -> sqlx::Result<i64> {
+    // Without an owner, the statement of a schema before `owner` (as the upgrade test runs it).
+    let insert = match owner {
+        None => sqlx::query_scalar("insert into jobs (kind, params) values ($1, $2) returning id")
             .bind(kind)
-            .bind(params)
-            .fetch_one(pool)
-            .await?;
-    // Wakes idle workers at once (they also poll).
+            .bind(params),
+        Some(owner) => sqlx::query_scalar(
+            "insert into jobs (kind, params, owner) values ($1, $2, $3) returning id",
+        )
+        .bind(kind)
+        .bind(params)
+        .bind(owner),
+    };
+    let id: i64 = insert.fetch_one(&mut *conn).await?;
+    // Wakes idle workers at once, on commit (they also poll).
     sqlx::query("select pg_notify('archdb_jobs', $1)")
         .bind(id.to_string())
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     Ok(id)
 }

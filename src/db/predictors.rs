@@ -53,6 +53,41 @@ pub async fn measured(pool: &PgPool, target: &Target) -> sqlx::Result<Vec<Measur
         .collect())
 }
 
+/// Whether `target` has any measured architecture (what training needs).
+pub async fn target_measured(pool: &PgPool, target: &Target) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "select exists (select 1 from results
+          where benchmark = $1 and dataset = $2 and metric = $3
+            and ($4::int is null or epoch = $4) and ($5::text is null or split = $5)
+            and architecture_id is not null and value is not null)",
+    )
+    .bind(&target.benchmark)
+    .bind(&target.dataset)
+    .bind(&target.metric)
+    .bind(target.epoch)
+    .bind(&target.split)
+    .fetch_one(pool)
+    .await
+}
+
+/// The (benchmark, dataset, metric) triples with measured architectures, each with its epochs
+/// and splits: what a training target can name.
+pub async fn covered_targets(
+    pool: &PgPool,
+) -> sqlx::Result<Vec<(String, String, String, Vec<i32>, Vec<String>)>> {
+    sqlx::query_as(
+        "select benchmark, dataset, metric,
+                coalesce(array_agg(distinct epoch) filter (where epoch is not null), '{}'),
+                coalesce(array_agg(distinct split) filter (where split is not null), '{}')
+           from results
+          where architecture_id is not null and value is not null
+          group by benchmark, dataset, metric
+          order by benchmark, dataset, metric",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// The stored graphs of `ids` (those that exist).
 pub async fn graphs(pool: &PgPool, ids: &[i64]) -> sqlx::Result<HashMap<i64, StoredGraph>> {
     let rows: Vec<(i64, sqlx::types::Json<Vec<CgNode>>, Vec<i32>)> = sqlx::query_as(

@@ -816,7 +816,8 @@ async fn analysis(
             .bind(stage)
             .fetch_all(pool)
             .await?;
-            out.correlations = Some(correlate_series(series_map(rows, |d| d), None).await?);
+            out.correlations =
+                Some(correlate_series(&ctx.cpu, series_map(rows, |d| d), None).await?);
         }
         AnalysisKind::Bins => {
             if !binned {
@@ -841,7 +842,7 @@ async fn analysis(
             rows.extend(high);
             // Keys sort numerically: zero-padded bin counts.
             let series = series_map(rows, |b| format!("{b:06}"));
-            let mut pairs = correlate_series(series, None).await?;
+            let mut pairs = correlate_series(&ctx.cpu, series, None).await?;
             for p in &mut pairs {
                 p.a = format!("{metric}@{}", p.a.trim_start_matches('0'));
                 p.b = format!("{metric}@{}", p.b.trim_start_matches('0'));
@@ -850,7 +851,7 @@ async fn analysis(
         }
         AnalysisKind::Metrics => {
             let series = figures_at(pool, stage, &need_dataset()?, bins).await?;
-            out.correlations = Some(correlate_series(series, None).await?);
+            out.correlations = Some(correlate_series(&ctx.cpu, series, None).await?);
         }
         AnalysisKind::Accuracy => {
             let dataset = need_dataset()?;
@@ -868,7 +869,7 @@ async fn analysis(
                 ids: ids.unwrap_or_default(),
                 values: values.unwrap_or_default(),
             };
-            out.correlations = Some(correlate_series(series, Some(accuracy)).await?);
+            out.correlations = Some(correlate_series(&ctx.cpu, series, Some(accuracy)).await?);
         }
         AnalysisKind::Temperature => {
             let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("select ");
@@ -950,17 +951,19 @@ fn series_map<K>(
         .collect()
 }
 
-/// Every pair of series, or each series against `reference` ("accuracy"), off the async
-/// workers (the rank correlations use all cores for a few tens of milliseconds).
+/// Every pair of series, or each series against `reference` ("accuracy"), on the CPU pool
+/// (the rank correlations use all cores for a few tens of milliseconds).
 async fn correlate_series(
+    cpu: &crate::cpu::CpuPool,
     series: BTreeMap<String, analysis::Series>,
     reference: Option<analysis::Series>,
 ) -> Result<Vec<PairCorrelation>> {
-    blocking(move || match reference {
-        None => analysis::pairwise_series(series),
-        Some(r) => analysis::against(series, "accuracy", r),
-    })
-    .await
+    Ok(cpu
+        .run(move || match reference {
+            None => analysis::pairwise_series(series),
+            Some(r) => analysis::against(series, "accuracy", r),
+        })
+        .await?)
 }
 
 /// Every calibration figure (accuracy excluded) of a dataset and stage at one bin count, as

@@ -45,6 +45,12 @@ pub enum Error {
     /// Too much of the same work at once; answered with `Retry-After`.
     #[error("{0}")]
     Busy(String),
+    /// A caller's rate limit or job cap is reached; `Retry-After` when a wait helps.
+    #[error("{detail}")]
+    TooMany {
+        detail: String,
+        retry_after: Option<std::time::Duration>,
+    },
     /// A database query ran past `statement_timeout` and was cancelled.
     #[error("the query took too long and was cancelled; narrow the filters or ask for fewer rows")]
     QueryTimeout,
@@ -72,6 +78,13 @@ pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stat
         .map_err(|e| Error::Internal(e.into()))
 }
 
+/// Work on the application's CPU pool that panicked is the server's fault.
+impl From<crate::cpu::Panicked> for Error {
+    fn from(e: crate::cpu::Panicked) -> Self {
+        Error::Internal(e.into())
+    }
+}
+
 impl Error {
     fn status(&self) -> StatusCode {
         match self {
@@ -81,6 +94,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Busy(_) | Error::QueryTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -103,6 +117,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => "unsupported-media-type",
             Error::RequestTimeout(_) => "request-timeout",
             Error::Busy(_) => "busy",
+            Error::TooMany { .. } => "too-many-requests",
             Error::QueryTimeout => "query-timeout",
             Error::NotFound(_) => "not-found",
             Error::PayloadTooLarge(_) => "payload-too-large",
@@ -145,6 +160,13 @@ impl IntoResponse for Error {
             }
             Error::Busy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::TooMany {
+                retry_after: Some(wait),
+                ..
+            } => {
+                let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
             _ => {}
         }

@@ -108,6 +108,20 @@ pub struct ServeConfig {
     /// Bytes of aggregate answers kept in memory, by data version (0: none; src/http/cache.rs).
     #[arg(long, env = "ARCHDB_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: usize,
+    /// Threads of the CPU pool that predictions and analyses run on; 0: the process's pool,
+    /// one thread per core, shared with imports.
+    #[arg(long, env = "ARCHDB_CPU_THREADS", default_value_t = 0)]
+    pub cpu_threads: usize,
+    /// Heavy requests (see `--heavy-limit`) per second that one caller (token, or client
+    /// address without one) may make on average; 0: no limit. 429 beyond it.
+    #[arg(long, env = "ARCHDB_RATE_PER_SEC", default_value_t = 50.0)]
+    pub rate_per_sec: f64,
+    /// Heavy requests one caller may make at once above that rate.
+    #[arg(long, env = "ARCHDB_RATE_BURST", default_value_t = 500)]
+    pub rate_burst: u32,
+    /// Training and fine-tuning jobs one caller may have queued or running; 0: no cap.
+    #[arg(long, env = "ARCHDB_MAX_QUEUED_JOBS", default_value_t = 8)]
+    pub max_queued_jobs: i64,
 }
 
 impl Default for ServeConfig {
@@ -132,6 +146,10 @@ impl Default for ServeConfig {
             stream_timeout_secs: 300,
             dump_rows: 100_000,
             cache_bytes: 64 * 1024 * 1024,
+            cpu_threads: 0,
+            rate_per_sec: 50.0,
+            rate_burst: 500,
+            max_queued_jobs: 8,
         }
     }
 }
@@ -178,6 +196,10 @@ pub struct ApiContext {
     pub predictors: Arc<Registry>,
     pub tokens: auth::Tokens,
     pub heavy: Arc<server::HeavyGate>,
+    /// Per-caller rate limit on heavy requests.
+    pub rate: Arc<server::RateLimit>,
+    /// Where predictions and analyses run (see [`crate::cpu`]).
+    pub cpu: crate::cpu::CpuPool,
     /// The LISTEN task that keeps `predictors` current; stopped on shutdown before the pool.
     pub watcher: tokio::task::AbortHandle,
     pub cache: Arc<cache::ResponseCache>,
@@ -220,6 +242,14 @@ impl ApiContext {
             heavy: Arc::new(server::HeavyGate::new(heavy_limit)),
             cache: Arc::new(cache::ResponseCache::new(config.cache_bytes)),
             metrics: Arc::default(),
+            rate: Arc::new(server::RateLimit::new(
+                config.rate_per_sec,
+                config.rate_burst,
+            )),
+            cpu: match config.cpu_threads {
+                0 => crate::cpu::CpuPool::app().clone(),
+                n => crate::cpu::CpuPool::new(n),
+            },
             config: Arc::new(config),
             predictors,
             watcher,

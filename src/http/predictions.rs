@@ -489,36 +489,38 @@ async fn predict(
     let items = Arc::new(load_missing_graphs(&ctx, items, &targets).await?);
     let registry = ctx.predictors.clone();
     let inference = ctx.metrics.predictor_inference.start_timer();
-    let mut results = tokio::task::spawn_blocking(move || {
-        // Described once, whatever the number of recipe targets; stored ones are kept.
-        let descriptors: Vec<GraphDescriptor> = if describe {
-            items
-                .iter()
-                .map(|item| match &item.descriptor {
-                    Some(d) => GraphDescriptor::clone(d),
-                    None => {
-                        let graph = item
-                            .graph
-                            .as_ref()
-                            .expect("graphs loaded for undescribed items");
-                        let d = GraphDescriptor::new(graph.as_cg());
-                        if let Some(id) = item.architecture_id {
-                            registry.descriptors().insert(id, Arc::new(d.clone()));
+    let mut results = ctx
+        .cpu
+        .run(move || {
+            // Described once, whatever the number of recipe targets; stored ones are kept.
+            let descriptors: Vec<GraphDescriptor> = if describe {
+                items
+                    .iter()
+                    .map(|item| match &item.descriptor {
+                        Some(d) => GraphDescriptor::clone(d),
+                        None => {
+                            let graph = item
+                                .graph
+                                .as_ref()
+                                .expect("graphs loaded for undescribed items");
+                            let d = GraphDescriptor::new(graph.as_cg());
+                            if let Some(id) = item.architecture_id {
+                                registry.descriptors().insert(id, Arc::new(d.clone()));
+                            }
+                            d
                         }
-                        d
-                    }
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        targets
-            .into_iter()
-            .map(|target| answer(target, &items, &descriptors, nearest))
-            .collect::<Result<Vec<_>>>()
-    })
-    .await
-    .map_err(|e| Error::Internal(e.into()))??;
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            targets
+                .into_iter()
+                .map(|target| answer(target, &items, &descriptors, nearest))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::Internal(e.into()))??;
     inference.observe_duration();
     link_lemur_neighbours(&ctx, &mut results).await?;
     Ok(Json(PredictionResponse { results }))
@@ -845,25 +847,33 @@ async fn nb201_items(ctx: &ApiContext, cells: &[Nb201Cell]) -> Result<Vec<Item>>
     }
     if !generate.is_empty() {
         let max_nodes = ctx.config.max_nodes;
-        let made = tokio::task::spawn_blocking(move || {
-            generate
-                .into_iter()
-                .map(|(i, ns, value)| {
-                    let arch = if ns == "nb201" {
-                        let n: usize = value.parse().expect("index checked");
-                        nb201_arch_strings().nth(n).expect("index < 15625")
-                    } else {
-                        value
-                    };
-                    let model = nb201_model(&arch, 10)
-                        .map_err(|e| Error::Unprocessable(format!("nb201[{i}]: {e}")))?;
-                    let ingested = crate::ingest::ingest_model(model, BuildOptions { max_nodes })?;
-                    Ok((i, Item::from(&ingested)))
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .await
-        .map_err(|e| Error::Internal(e.into()))??;
+        let made = ctx
+            .cpu
+            .run(move || {
+                use rayon::prelude::*;
+                let stop = crate::cpu::Stop::current();
+                generate
+                    .into_par_iter()
+                    .map(|(i, ns, value)| {
+                        if stop.raised() {
+                            return Err(Error::Unavailable("the request is gone".into()));
+                        }
+                        let arch = if ns == "nb201" {
+                            let n: usize = value.parse().expect("index checked");
+                            nb201_arch_strings().nth(n).expect("index < 15625")
+                        } else {
+                            value
+                        };
+                        let model = nb201_model(&arch, 10)
+                            .map_err(|e| Error::Unprocessable(format!("nb201[{i}]: {e}")))?;
+                        let ingested =
+                            crate::ingest::ingest_model(model, BuildOptions { max_nodes })?;
+                        Ok((i, Item::from(&ingested)))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await
+            .map_err(|e| Error::Internal(e.into()))??;
         for (i, item) in made {
             out[i] = Some(item);
         }
@@ -900,15 +910,17 @@ async fn onnx_items(ctx: &ApiContext, uploads: Vec<Bytes>) -> Result<Vec<Item>> 
         return Ok(Vec::new());
     }
     let max_nodes = ctx.config.max_nodes;
-    let parsed = tokio::task::spawn_blocking(move || {
-        use rayon::prelude::*;
-        uploads
-            .par_iter()
-            .map(|bytes| ingest_item(bytes.clone(), max_nodes))
-            .collect::<Result<Vec<_>>>()
-    })
-    .await
-    .map_err(|e| Error::Internal(e.into()))??;
+    let parsed = ctx
+        .cpu
+        .run(move || {
+            use rayon::prelude::*;
+            uploads
+                .par_iter()
+                .map(|bytes| ingest_item(bytes.clone(), max_nodes))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::Internal(e.into()))??;
     let hashes: Vec<&str> = parsed.iter().map(|(h, _)| h.as_str()).collect();
     let known: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
         "select graph_hash, id from architectures where graph_hash = any($1)",
@@ -1027,15 +1039,16 @@ async fn similar(
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
             let loaded = loaded.clone();
-            tokio::task::spawn_blocking(move || {
-                loaded
-                    .predictor
-                    .predict(&[graph.as_cg()])
-                    .map(|mut p| p.remove(0).embedding)
-            })
-            .await
-            .map_err(|e| Error::Internal(e.into()))?
-            .map_err(|e| Error::Unprocessable(format!("cannot embed architecture {id}: {e}")))?
+            ctx.cpu
+                .run(move || {
+                    loaded
+                        .predictor
+                        .predict(&[graph.as_cg()])
+                        .map(|mut p| p.remove(0).embedding)
+                })
+                .await
+                .map_err(|e| Error::Internal(e.into()))?
+                .map_err(|e| Error::Unprocessable(format!("cannot embed architecture {id}: {e}")))?
         }
     };
     Ok(Json(SimilarResponse {

@@ -13,8 +13,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
 use super::extract::{JsonBody, Path};
+use super::server::Client;
 use crate::db::jobs::{self, Job};
 use crate::db::predictors::{self as store, PredictorInfo};
+use crate::predict::Target;
 use crate::training::{
     FinetuneRequest, JobParams, TrainRequest, validate_finetune, validate_train,
 };
@@ -95,13 +97,16 @@ fn queued(id: i64) -> Response {
     responses(
         (status = 202, body = Queued),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid settings", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "invalid settings, or a target without measured architectures", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "this caller has the most jobs allowed queued or running", body = Problem, content_type = "application/problem+json")))]
 async fn create_predictor(
     State(ctx): State<ApiContext>,
+    client: Client,
     JsonBody(request): JsonBody<TrainRequest>,
 ) -> Result<Response> {
     validate_train(&request).map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
-    enqueue(&ctx, JobParams::Train(request)).await
+    check_target(&ctx, &request.target).await?;
+    enqueue(&ctx, &client, JobParams::Train(request)).await
 }
 
 async fn find(ctx: &ApiContext, id: i64) -> Result<PredictorInfo> {
@@ -145,21 +150,82 @@ async fn activate_predictor(
     responses(
         (status = 202, body = Queued),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "this caller has the most jobs allowed queued or running", body = Problem, content_type = "application/problem+json")))]
 async fn finetune_predictor(
     State(ctx): State<ApiContext>,
+    client: Client,
     Path(id): Path<i64>,
     JsonBody(mut request): JsonBody<FinetuneRequest>,
 ) -> Result<Response> {
     let info = find(&ctx, id).await?;
     request.predictor_id = info.id;
     validate_finetune(&request).map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
-    enqueue(&ctx, JobParams::Finetune(request)).await
+    check_target(&ctx, &request.target).await?;
+    enqueue(&ctx, &client, JobParams::Finetune(request)).await
 }
 
-async fn enqueue(ctx: &ApiContext, job: JobParams) -> Result<Response> {
+/// 422 naming the covered targets unless `target` has measured architectures to train on.
+async fn check_target(ctx: &ApiContext, target: &Target) -> Result<()> {
+    if store::target_measured(&ctx.pool, target).await? {
+        return Ok(());
+    }
+    let covered: Vec<String> = store::covered_targets(&ctx.pool)
+        .await?
+        .into_iter()
+        .map(|(benchmark, dataset, metric, epochs, splits)| {
+            let mut line = format!("{benchmark}/{dataset}/{metric}");
+            match epochs.as_slice() {
+                [] => {}
+                [one] => line += &format!(" epoch {one}"),
+                [first, .., last] if epochs.len() > 6 => {
+                    line += &format!(" epochs {first}..={last} ({} values)", epochs.len())
+                }
+                _ => line += &format!(" epochs {epochs:?}"),
+            }
+            if !splits.is_empty() {
+                line += &format!(" splits {}", splits.join("/"));
+            }
+            line
+        })
+        .collect();
+    let epoch = target
+        .epoch
+        .map(|e| format!(" epoch {e}"))
+        .unwrap_or_default();
+    let split = target
+        .split
+        .as_ref()
+        .map(|s| format!(" split {s}"))
+        .unwrap_or_default();
+    Err(Error::Unprocessable(format!(
+        "target {}/{}/{}{epoch}{split} has no measured architectures to train on; covered \
+         targets (benchmark/dataset/metric): {}",
+        target.benchmark,
+        target.dataset,
+        target.metric,
+        if covered.is_empty() {
+            "none (import a benchmark first)".to_string()
+        } else {
+            covered.join("; ")
+        }
+    )))
+}
+
+/// Queues `job` for `client`, within its cap on pending jobs (429 at the cap).
+async fn enqueue(ctx: &ApiContext, client: &Client, job: JobParams) -> Result<Response> {
     let (kind, params) = job.to_columns().map_err(Error::Internal)?;
-    Ok(queued(jobs::enqueue(&ctx.pool, &kind, &params).await?))
+    let cap = ctx.config.max_queued_jobs;
+    match jobs::enqueue_capped(&ctx.pool, &kind, &params, &client.to_string(), cap).await? {
+        Ok(id) => Ok(queued(id)),
+        Err(pending) => Err(Error::TooMany {
+            detail: format!(
+                "{client} has {pending} training jobs queued or running, the most allowed \
+                 ({cap}); wait for one to finish or cancel one (POST /v1/jobs/{{id}}/cancel)"
+            ),
+            retry_after: None,
+        }),
+    }
 }
 
 /// A training or fine-tuning job: state, attempts, progress (stage, member, epoch, loss,

@@ -34,6 +34,18 @@ pub fn complete(spec: &mut OpenApi) {
                 let scope = required_scope(&method, path);
                 guard(operation, &method, scope);
                 rejections(operation, scope);
+                if super::server::is_heavy(&method, path) {
+                    add(
+                        operation,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "this caller's rate limit on heavy requests is reached; see `Retry-After`",
+                    );
+                    add(
+                        operation,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many heavy requests at once; see `Retry-After`",
+                    );
+                }
                 describe(operation);
                 if method == Method::GET && super::cache::CACHED_ROUTES.contains(&path.as_str()) {
                     super::cache::declare(operation);

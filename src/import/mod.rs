@@ -345,30 +345,15 @@ where
     receiver
 }
 
-/// `f` over `items` on every core, in order; the first error wins.
+/// `f` over `items` on the application's CPU pool, in order; the first error wins.
 pub fn par_map<T, U, F>(items: &[T], f: F) -> Result<Vec<U>>
 where
     T: Sync,
     U: Send,
-    F: Fn(&T) -> Result<U> + Sync,
+    F: Fn(&T) -> Result<U> + Sync + Send,
 {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let part = items.len().div_ceil(threads).max(1);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = items
-            .chunks(part)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Result<Vec<U>>>()))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for w in workers {
-            out.extend(
-                w.join()
-                    .map_err(|_| anyhow::anyhow!("a graph-building thread panicked"))??,
-            );
-        }
-        Ok(out)
-    })
+    use rayon::prelude::*;
+    crate::cpu::on_pool(|| items.par_iter().map(f).collect())
 }
 
 /// Streams the rows that `produce` writes (on a blocking thread) into `table` through a

@@ -125,7 +125,6 @@ impl Predictor {
             vocabulary,
             members,
             device,
-            threads: super::model::default_threads(),
         })
     }
 

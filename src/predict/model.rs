@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use ndarray::Array2;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::PredictError;
@@ -16,6 +17,7 @@ use super::encoder::{Encoder, EncoderConfig};
 use super::fcm::{Fcm, normalized_entropy};
 use super::features::{CgGraphRef, FeatureConfig, PreparedGraph};
 use super::nn::{Dense, Params};
+use crate::cpu::{Stop, on_pool};
 
 type Result<T> = std::result::Result<T, PredictError>;
 
@@ -363,14 +365,6 @@ pub struct Predictor {
     pub vocabulary: Vocabulary,
     pub members: Vec<Member>,
     pub device: Device,
-    /// Threads a large `predict` call spreads its 512-graph chunks over (default: available
-    /// cores; results do not depend on it). Single graphs always run on the calling thread.
-    pub threads: usize,
-}
-
-/// Default for [`Predictor::threads`].
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Predictor {
@@ -399,28 +393,17 @@ impl Predictor {
                 self.config.encoder.layers
             )));
         }
-        let chunks: Vec<&[&PreparedGraph]> = graphs.chunks(PREDICT_CHUNK).collect();
-        let threads = self.threads.clamp(1, chunks.len().max(1));
-        let per_thread = chunks.len().div_ceil(threads).max(1);
-        let parts: Vec<Result<Vec<Prediction>>> = if threads == 1 {
-            chunks.iter().map(|c| self.predict_chunk(c)).collect()
+        let stop = Stop::current();
+        let predict = |chunk: &[&PreparedGraph]| {
+            if stop.raised() {
+                return Err(PredictError::Cancelled);
+            }
+            self.predict_chunk(chunk)
+        };
+        let parts: Vec<Result<Vec<Prediction>>> = if graphs.len() <= PREDICT_CHUNK {
+            vec![predict(graphs)]
         } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = chunks
-                    .chunks(per_thread)
-                    .map(|mine| {
-                        s.spawn(move || {
-                            mine.iter()
-                                .map(|c| self.predict_chunk(c))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("prediction thread panicked"))
-                    .collect()
-            })
+            on_pool(|| graphs.par_chunks(PREDICT_CHUNK).map(predict).collect())
         };
         let mut out = Vec::with_capacity(graphs.len());
         for part in parts {

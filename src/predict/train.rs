@@ -254,7 +254,6 @@ pub fn train(
         vocabulary,
         members,
         device,
-        threads: super::model::default_threads(),
     })
 }
 

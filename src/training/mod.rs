@@ -316,12 +316,10 @@ pub async fn train(
         let config = config.clone();
         let trainer = trainer.clone();
         blocking(move || {
-            let mut predictor = match set {
+            let predictor = match set {
                 None => crate::predict::train(&samples, &config, &mut |r| progress(&r))?,
                 Some(set) => torch_train(&trainer, &set, &mut progress)?,
             };
-            // Rows are predicted after training; their timing is not training time.
-            predictor.threads = crate::predict::model::default_threads();
             let rows = index_rows(&predictor, &population)?;
             Ok((predictor, rows))
         })

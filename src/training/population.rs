@@ -68,19 +68,21 @@ impl Population {
     }
 }
 
-/// Featurises graphs on the rayon pool.
+/// Featurises graphs on the application's CPU pool.
 fn prepare_all(
     ids: &[i64],
     stored: &HashMap<i64, StoredGraph>,
     prepare: &(dyn Fn(CgGraphRef<'_>) -> Result<PreparedGraph, PredictError> + Sync),
 ) -> Result<Vec<Arc<PreparedGraph>>> {
-    ids.par_iter()
-        .map(|id| {
-            prepare(stored[id].as_cg())
-                .map(Arc::new)
-                .with_context(|| format!("architecture {id}"))
-        })
-        .collect()
+    crate::cpu::on_pool(|| {
+        ids.par_iter()
+            .map(|id| {
+                prepare(stored[id].as_cg())
+                    .map(Arc::new)
+                    .with_context(|| format!("architecture {id}"))
+            })
+            .collect()
+    })
 }
 
 /// Predictions of a predictor for a whole population: its index rows (in population order).

@@ -2,6 +2,7 @@
 
 mod architectures;
 mod auth;
+mod backpressure;
 mod benchmarks;
 mod cache;
 mod calibration;

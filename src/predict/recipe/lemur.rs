@@ -57,27 +57,29 @@ pub fn load(dir: &Path) -> Result<TrainingSet> {
         entry.read_to_end(&mut bytes)?;
         members.push((nn, dataset, bytes));
     }
-    let built: Vec<Option<Graph>> = members
-        .into_par_iter()
-        .map(|(nn, dataset, bytes)| {
-            let dataset_index = DATASETS.iter().position(|(d, _)| *d == dataset)?;
-            match crate::ingest::ingest(bytes.into(), BuildOptions::default()) {
-                Ok(model) => {
-                    let stored = StoredGraph::from(&model.graph);
-                    Some(Graph {
-                        family: family(&nn).to_string(),
-                        name: nn,
-                        dataset: dataset_index,
-                        descriptor: GraphDescriptor::new(stored.as_cg()),
-                    })
+    let built: Vec<Option<Graph>> = crate::cpu::on_pool(|| {
+        members
+            .into_par_iter()
+            .map(|(nn, dataset, bytes)| {
+                let dataset_index = DATASETS.iter().position(|(d, _)| *d == dataset)?;
+                match crate::ingest::ingest(bytes.into(), BuildOptions::default()) {
+                    Ok(model) => {
+                        let stored = StoredGraph::from(&model.graph);
+                        Some(Graph {
+                            family: family(&nn).to_string(),
+                            name: nn,
+                            dataset: dataset_index,
+                            descriptor: GraphDescriptor::new(stored.as_cg()),
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(%nn, %dataset, error = %e, "graph not ingested");
+                        None
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(%nn, %dataset, error = %e, "graph not ingested");
-                    None
-                }
-            }
-        })
-        .collect();
+            })
+            .collect()
+    });
     let graphs: Vec<Graph> = built.into_iter().flatten().collect();
     let by_key: HashMap<(&str, usize), usize> = graphs
         .iter()

@@ -304,15 +304,17 @@ fn cross_validate_inner(
         .collect();
     let scale = fit_scale(&vectors);
     let standardised: Vec<Vec<f32>> = vectors.iter().map(|v| scaled(v, &scale)).collect();
-    let graph_distance: Vec<f64> = (0..set.graphs.len())
-        .into_par_iter()
-        .map(|g| {
-            (0..set.graphs.len())
-                .filter(|&o| fold_of_graph[o] != fold_of_graph[g])
-                .map(|o| super::distance(&standardised[g], &standardised[o]))
-                .fold(f64::INFINITY, f64::min)
-        })
-        .collect();
+    let graph_distance: Vec<f64> = crate::cpu::on_pool(|| {
+        (0..set.graphs.len())
+            .into_par_iter()
+            .map(|g| {
+                (0..set.graphs.len())
+                    .filter(|&o| fold_of_graph[o] != fold_of_graph[g])
+                    .map(|o| super::distance(&standardised[g], &standardised[o]))
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .collect()
+    });
     let oof = OutOfFold {
         logits: archdb_logits,
         distances: set.rows.iter().map(|r| graph_distance[r.graph]).collect(),
