@@ -7,6 +7,7 @@ pub mod embedded;
 pub mod jobs;
 pub mod predictors;
 pub mod results;
+pub mod stats;
 
 use std::path::PathBuf;
 use std::str::FromStr;

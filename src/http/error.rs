@@ -181,8 +181,11 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
                 Error::QueryTimeout
             }
-            // 22021 character_not_in_repertoire: text PostgreSQL cannot hold (a NUL byte).
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
+            // Text PostgreSQL cannot hold, a NUL byte: 22021 character_not_in_repertoire in text,
+            // 22P05 untranslatable_character in jsonb (`\u0000`).
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
                 Error::BadRequest("text values cannot contain NUL (U+0000)".into())
             }
             sqlx::Error::PoolTimedOut => {

@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -13,6 +12,7 @@ use super::ApiContext;
 use super::error::{Problem, Result};
 use super::extract::MultiQuery;
 use super::svg::Chart;
+use crate::db::stats::{self as store, Cost, ParetoPoint, SummaryRow};
 
 pub fn router() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
@@ -33,26 +33,6 @@ struct SummaryQuery {
     metric: Vec<String>,
 }
 
-/// Distribution of one (benchmark, task, dataset, metric, split, epoch) group of values.
-#[derive(Debug, Serialize, FromRow, ToSchema)]
-struct SummaryRow {
-    benchmark: String,
-    task: String,
-    dataset: String,
-    metric: String,
-    split: Option<String>,
-    epoch: Option<i32>,
-    count: i64,
-    /// Distinct models.
-    models: i64,
-    best: Option<f64>,
-    worst: Option<f64>,
-    mean: Option<f64>,
-    p25: Option<f64>,
-    median: Option<f64>,
-    p75: Option<f64>,
-}
-
 /// Count, best, mean and quartiles per task / dataset / metric (and split / epoch).
 #[utoipa::path(get, path = "/v1/stats/summary", tag = "stats", params(SummaryQuery),
     responses((status = 200, body = Vec<SummaryRow>), (status = 400, body = Problem, content_type = "application/problem+json")))]
@@ -60,28 +40,8 @@ async fn summary(
     State(ctx): State<ApiContext>,
     MultiQuery(q): MultiQuery<SummaryQuery>,
 ) -> Result<Json<Vec<SummaryRow>>> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-        "select benchmark, task, dataset, metric, split, epoch, count(value) as count, count(distinct nn) as models,
-                max(value) as best, min(value) as worst, avg(value) as mean,
-                percentile_cont(0.25) within group (order by value) as p25,
-                percentile_cont(0.5) within group (order by value) as median,
-                percentile_cont(0.75) within group (order by value) as p75
-         from results where seed is null",
-    );
-    for (column, values) in [
-        ("benchmark", q.benchmark),
-        ("task", q.task),
-        ("dataset", q.dataset),
-        ("metric", q.metric),
-    ] {
-        if !values.is_empty() {
-            sql.push(format!(" and {column} = any("))
-                .push_bind(values)
-                .push(")");
-        }
-    }
-    sql.push(" group by benchmark, task, dataset, metric, split, epoch order by benchmark, task, dataset, metric, split, epoch");
-    Ok(Json(sql.build_query_as().fetch_all(&ctx.pool).await?))
+    let rows = store::summary(&ctx.pool, [q.benchmark, q.task, q.dataset, q.metric]).await?;
+    Ok(Json(rows))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -109,25 +69,6 @@ struct ParetoQuery {
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum Cost {
-    #[default]
-    Params,
-    Macs,
-    Latency,
-}
-
-impl Cost {
-    fn name(self) -> &'static str {
-        match self {
-            Cost::Params => "params",
-            Cost::Macs => "macs",
-            Cost::Latency => "latency",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
 enum Quality {
     #[default]
     Accuracy,
@@ -139,15 +80,6 @@ enum PlotFormat {
     #[default]
     Json,
     Svg,
-}
-
-/// One model on the plot.
-#[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
-struct ParetoPoint {
-    nn: String,
-    architecture_id: Option<i64>,
-    x: f64,
-    y: f64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -170,33 +102,16 @@ async fn pareto(
     MultiQuery(q): MultiQuery<ParetoQuery>,
 ) -> Result<Response> {
     let Quality::Accuracy = q.y;
-    let x_expr = match q.x {
-        Cost::Params => "a.params::float8",
-        Cost::Macs => "a.macs::float8",
-        Cost::Latency => {
-            "(select min(l.value) from results l where l.nn = r.nn and l.metric = 'latency')"
-        }
-    };
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "select nn, architecture_id, x, y from (
-           select r.nn, max(r.architecture_id) as architecture_id, max({x_expr}) as x, max(r.value) as y
-           from results r left join architectures a on a.id = r.architecture_id
-           where r.value is not null and r.dataset = "
-    ));
-    sql.push_bind(q.dataset)
-        .push(" and r.metric = ")
-        .push_bind(q.metric.unwrap_or_else(|| "acc".into()));
-    if let Some(b) = q.benchmark {
-        sql.push(" and r.benchmark = ").push_bind(b);
-    }
-    if let Some(s) = q.split {
-        sql.push(" and r.split = ").push_bind(s);
-    }
-    if let Some(e) = q.epoch {
-        sql.push(" and r.epoch = ").push_bind(e);
-    }
-    sql.push(" group by r.nn) p where x is not null order by x, y desc");
-    let points: Vec<ParetoPoint> = sql.build_query_as().fetch_all(&ctx.pool).await?;
+    let points = store::pareto_points(
+        &ctx.pool,
+        q.x,
+        &q.dataset,
+        q.metric.as_deref().unwrap_or("acc"),
+        q.benchmark.as_deref(),
+        q.split.as_deref(),
+        q.epoch,
+    )
+    .await?;
     let front = pareto_front(&points);
     if q.format == Some(PlotFormat::Svg) {
         let span = |f: fn(&ParetoPoint) -> f64| {

@@ -122,3 +122,43 @@ async fn served_spec_is_valid_openapi_3_1() {
     assert!(dangling.is_empty(), "dangling $ref: {dangling:?}");
     validate_with_openapi_spec_validator(&text);
 }
+
+/// A method the document does not declare is a 405 naming the declared ones, before the
+/// cross-site guard would answer 415; text with a NUL byte, which PostgreSQL cannot hold, is a
+/// 400 rather than a database error (both found by schemathesis).
+#[tokio::test]
+async fn undeclared_methods_are_405_and_nul_text_is_400() {
+    let app = spawn_app().await;
+    let patch = app
+        .client
+        .patch(app.url("/v1/architectures/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 405);
+    assert_eq!(patch.headers()["allow"], "GET, DELETE, HEAD");
+    assert_eq!(patch.headers()["content-type"], "application/problem+json");
+    let post = app.client.post(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(post.status(), 405);
+    // Unknown paths stay 404.
+    let (status, _) = app.get_json("/v1/nothing-here").await;
+    assert_eq!(status, 404);
+
+    let (status, problem) = app.get_json("/v1/stats/summary?dataset=a%00b").await;
+    assert_eq!(status, 400, "{problem}");
+    let nul_target =
+        serde_json::json!({"target": {"benchmark": "\u{0}", "dataset": "x", "metric": "acc"}});
+    let resp = app
+        .client
+        .post(app.url("/v1/predictors"))
+        .json(&nul_target)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let problem: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("NUL"),
+        "{problem}"
+    );
+}
