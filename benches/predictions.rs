@@ -216,13 +216,12 @@ async fn bench() {
                 (best, cores) = (wall, (cpu_seconds() - cpu) / wall);
             }
         }
-        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
         println!(
             "{label}: {n} architectures in {:.0} ms → {:.0} architectures/s (best of 3; first \
              {:.0} ms), {cores:.2} cores busy (process CPU time / wall time)",
             best * 1e3,
             n as f64 / best,
-            times[0] * 1e3
+            first.unwrap_or_default() * 1e3
         );
     }
 }
