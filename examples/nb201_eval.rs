@@ -11,7 +11,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +25,12 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-const DEFAULT_CSV: &str = "data/nasbench201/nb201_tss_200ep_test.csv.gz";
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{
+    NB201_CSV, mean_sd, nb201_accuracies, nb201_cg, nb201_graphs, parse_list, report_prepared,
+};
 
 struct Args {
     sizes: Vec<usize>,
@@ -40,24 +44,13 @@ struct Args {
     pretrain_unlabelled: bool,
 }
 
-fn parse_list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>> {
-    s.split(',')
-        .map(|x| {
-            x.trim()
-                .parse()
-                .ok()
-                .context(format!("bad list item '{x}'"))
-        })
-        .collect()
-}
-
 fn args() -> Result<Args> {
     let mut a = Args {
         sizes: vec![78, 156, 469, 781, 1563],
         seeds: vec![0, 1, 2, 3, 4],
         variants: vec!["full".into()],
         overrides: Vec::new(),
-        csv: DEFAULT_CSV.into(),
+        csv: NB201_CSV.into(),
         out: None,
         bench: false,
         pretrain_unlabelled: false,
@@ -151,45 +144,6 @@ fn with_overrides(
     Ok(merged)
 }
 
-/// `(arch_str, CIFAR-10 200-epoch test accuracy)` in official index order.
-fn accuracies(path: &str) -> Result<Vec<(String, f64)>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
-    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file));
-    let mut rows = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line?;
-        if i == 0 {
-            if !line.starts_with("arch_index,arch_str,c10_test_acc_200ep") {
-                bail!("unexpected header in {path}: {line}");
-            }
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').collect();
-        let index: usize = fields[0].parse()?;
-        if index != rows.len() {
-            bail!("{path}: row {index} out of order");
-        }
-        rows.push((fields[1].to_string(), fields[2].parse()?));
-    }
-    Ok(rows)
-}
-
-fn nb201_cg(arch: &str) -> Result<StoredGraph> {
-    let ingested = archdb::ingest::ingest_model(nb201_model(arch, 10)?, BuildOptions::default())?;
-    Ok(StoredGraph::from(&ingested.graph))
-}
-
-fn mean_sd(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let sd = if values.len() > 1 {
-        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (mean, sd)
-}
-
 #[derive(serde::Serialize)]
 struct Run {
     variant: String,
@@ -204,7 +158,7 @@ struct Run {
 
 fn main() -> Result<()> {
     let args = args()?;
-    let table = accuracies(&args.csv)?;
+    let table = nb201_accuracies(&args.csv)?;
     let archs: Vec<String> = nb201_arch_strings().collect();
     for (i, arch) in archs.iter().enumerate() {
         if *arch != table[i].0 {
@@ -225,7 +179,10 @@ fn main() -> Result<()> {
         let mut config = with_overrides(variant(parts.next().unwrap_or_default())?, &overrides)?;
         let key = serde_json::to_string(&(config.encoder.layers, &config.features))?;
         if !prepared.contains_key(&key) {
-            prepared.insert(key.clone(), Arc::new(build_graphs(&archs, &config)?));
+            let started = Instant::now();
+            let graphs = nb201_graphs(&archs, |g| Ok(Arc::new(config.prepare(g.as_cg())?)))?;
+            report_prepared("NB201", &graphs, &config, started);
+            prepared.insert(key.clone(), Arc::new(graphs));
         }
         let graphs = prepared[&key].clone();
         for &size in &args.sizes {
@@ -342,48 +299,6 @@ fn main() -> Result<()> {
         std::fs::write(out, serde_json::to_string_pretty(&runs)?)?;
     }
     Ok(())
-}
-
-/// The CGs of all cells featurised for `config`, built on every core (~3 ms per cell on one).
-fn build_graphs(archs: &[String], config: &TrainConfig) -> Result<Vec<Arc<PreparedGraph>>> {
-    let started = Instant::now();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_thread = archs.len().div_ceil(threads);
-    let graphs: Vec<Arc<PreparedGraph>> = std::thread::scope(|s| {
-        let handles: Vec<_> = archs
-            .chunks(per_thread)
-            .map(|chunk| {
-                s.spawn(|| {
-                    chunk
-                        .iter()
-                        .map(|arch| Ok(Arc::new(config.prepare(nb201_cg(arch)?.as_cg())?)))
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("ingest thread"))
-            .collect::<Result<Vec<_>>>()
-    })?
-    .into_iter()
-    .flatten()
-    .collect();
-    let nodes: usize = graphs.iter().map(|g| g.num_nodes).sum();
-    let rows = graphs.iter().fold((0, 0), |(r, n), g| {
-        let (a, b) = g.unique_rows();
-        (r + a, n + b)
-    });
-    println!(
-        "built {} NB201 CGs ({} layers) in {:.1} s: {:.1} nodes on average, {:.2}× fewer GNN \
-         rows after WL deduplication",
-        graphs.len(),
-        config.encoder.layers,
-        started.elapsed().as_secs_f64(),
-        nodes as f64 / graphs.len() as f64,
-        rows.1 as f64 / rows.0 as f64
-    );
-    Ok(graphs)
 }
 
 /// Inference latency of single graphs (from ONNX bytes and from a CG) and batch throughput.

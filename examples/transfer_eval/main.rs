@@ -1,4 +1,9 @@
-//! Zero-shot transfer of the accuracy predictor (docs/predictor.md): train on NB201 cells
+//! Zero-shot transfer of the accuracy predictor (docs/predictor.md).
+//!
+//! `transfer_eval spaces …` ([`spaces`]): across NASLib's search spaces (NB101, NB201, NB301),
+//! in-process, no database.
+//!
+//! `transfer_eval [seeds]`: train on NB201 cells
 //! (CIFAR-10, 200 epochs) alone, or on NB201 plus LEMUR model families (best CIFAR-10 accuracy
 //! per model), and test, without any of their labels, on all of NAS-Bench-Macro and on the
 //! LEMUR families held out from training. Spearman ρ and Kendall τ-b (ranks only: the families
@@ -24,6 +29,12 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
+#[path = "../common/mod.rs"]
+mod common;
+mod spaces;
+
+use common::mean_sd;
+
 /// NB201 cells per training set (the 10 % of the NB201 protocol).
 const NB201_TRAIN: usize = 1_563;
 /// Share of LEMUR families held out.
@@ -38,13 +49,6 @@ fn target(benchmark: &str, dataset: &str, epoch: Option<i32>, split: Option<&str
         split: split.map(String::from),
         aggregate: None,
     }
-}
-
-fn mean_sd(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (mean, var.sqrt())
 }
 
 fn score(
@@ -64,6 +68,10 @@ fn score(
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("spaces") {
+        // No database and no async work: the runtime thread is free to block.
+        return spaces::run(std::env::args().skip(2));
+    }
     let seeds: Vec<u64> = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "0,1,2".into())
