@@ -214,6 +214,10 @@ impl Ord for OrdF32 {
 #[derive(Default)]
 pub struct Registry {
     active: RwLock<Arc<Vec<Arc<Loaded>>>>,
+    /// Reloads run one at a time, so one that read the database earlier can never swap in its
+    /// older view after one that read it later (an activation's own reload racing the NOTIFY
+    /// listener's).
+    reloading: tokio::sync::Mutex<()>,
     descriptors: DescriptorCache,
 }
 
@@ -226,6 +230,7 @@ impl Registry {
     /// Loads the active predictors the database names, reusing those already loaded, and swaps
     /// them in at once.
     pub async fn reload(&self, pool: &PgPool) -> anyhow::Result<()> {
+        let _one_at_a_time = self.reloading.lock().await;
         let current = self.snapshot();
         let mut next = Vec::new();
         for (id, target) in predictors::active(pool).await? {

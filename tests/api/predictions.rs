@@ -447,7 +447,13 @@ async fn malformed_prediction_requests_get_problem_details() {
 
 #[tokio::test]
 async fn activation_hot_swaps_without_dropping_requests() {
-    let app = with_nb201().await;
+    // Four clients as fast as they can: no per-caller rate limit here.
+    let app = crate::common::spawn_app_with(archdb::http::ServeConfig {
+        rate_per_sec: 0.0,
+        ..Default::default()
+    })
+    .await;
+    crate::benchmarks::import_nb201(&app).await;
     let first = train(&app, 3).await;
     let second = train(&app, 4).await;
     assert_ne!(first, second);
@@ -873,13 +879,30 @@ async fn finetuning_adapts_a_predictor_to_a_new_target() {
 #[tokio::test]
 async fn a_job_that_cannot_train_fails_with_its_reason() {
     let app = with_nb201().await;
-    let (status, queued) = post(
+    // A target without measured architectures is refused at enqueue, naming the covered ones.
+    let (status, refused) = post(
         &app,
         "/v1/predictors",
         json!({"target": {"benchmark": "nb201", "dataset": "no-such-dataset", "metric": "acc"}}),
     )
     .await;
-    assert_eq!(status, 202, "a well-formed request is queued");
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("cifar10"),
+        "{refused}"
+    );
+    // One whose measurements are gone by the time a worker takes it fails with the reason.
+    let (status, queued) = post(
+        &app,
+        "/v1/predictors",
+        json!({"target": target(), "train_size": 30, "config": tiny()}),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    sqlx::query("delete from results where benchmark = 'nb201'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let job = work(&app, &queued, &once()).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["attempts"], 1, "a deterministic failure is not retried");
