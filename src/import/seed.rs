@@ -1,6 +1,7 @@
 //! The starter set that ships in the repository's `data/` (NAS-Bench-201 complete,
-//! NAS-Bench-Macro complete, the LEMUR sample with its ONNX graphs), so a new user can query at
-//! once. Each part is an ordinary import, recorded per kind in the `starter_set` table when it
+//! NAS-Bench-Macro complete, the LEMUR sample with its ONNX graphs, NASLib's NAS-Bench-Suite-Zero
+//! samples of NB101, NB301 and TransNAS-Bench-101 as generated networks), so a new user can query
+//! at once. Each part is an ordinary import, recorded per kind in the `starter_set` table when it
 //! commits: every start loads the kinds still missing, so an interrupted first run is completed
 //! by the next one.
 
@@ -18,6 +19,7 @@ const STARTER_SET: &[(&str, ImportKind)] = &[
     ("nasbench_macro", ImportKind::NbMacro),
     ("lemur-sample", ImportKind::Lemur),
     ("lemur-sample/onnx", ImportKind::LemurOnnx),
+    ("nas_bench_suite_zero", ImportKind::NaslibZc),
 ];
 
 /// Imports the parts of the starter set this database does not hold yet; returns what was

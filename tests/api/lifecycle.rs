@@ -250,7 +250,7 @@ async fn an_interrupted_first_run_is_completed_by_the_next_start() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(kinds, ["lemur", "lemur-onnx", "nb-macro", "nb201"]);
+    assert_eq!(kinds, ["lemur", "lemur-onnx", "naslib-zc", "nb-macro", "nb201"]);
     let models = |benchmark: &'static str| {
         let pool = pool.clone();
         async move {
@@ -266,6 +266,15 @@ async fn an_interrupted_first_run_is_completed_by_the_next_start() {
     assert_eq!(models("nb201").await, 15_625);
     assert!(models("nb-macro").await > 0);
     assert!(models("lemur").await > 0);
+    // NASLib's 725 NB301 samples, each linked to its generated DARTS network.
+    let nb301_linked: i64 = sqlx::query_scalar(
+        "select count(distinct nn) from results where benchmark = 'naslib-zc' \
+         and hyperparameters->>'search_space' = 'nasbench301' and architecture_id is not null",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(nb301_linked, 725);
     assert!(resident < 300.0, "{resident:.0} MB resident after the seed");
     bundled_predictor_quality(&pool, &base).await;
     pool.close().await;
