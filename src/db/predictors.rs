@@ -14,7 +14,7 @@ use crate::graph::CgNode;
 /// NOTIFY channel on which activations are announced to serving processes.
 pub const CHANNEL: &str = "archdb_predictors";
 
-pub use crate::predict::target::{Aggregate, Target};
+pub use crate::predict::target::{Aggregate, PredictorKind, Target};
 
 /// A measured architecture of a target.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,6 +120,10 @@ pub async fn graphs(pool: &PgPool, ids: &[i64]) -> sqlx::Result<HashMap<i64, Sto
 pub struct PredictorInfo {
     pub id: i64,
     pub name: String,
+    /// `graph` (a benchmark figure from the architecture) or `recipe` (conditioned on dataset
+    /// and training recipe; target `lemur/img-classification/acc`).
+    #[sqlx(try_from = "String")]
+    pub kind: PredictorKind,
     #[schema(value_type = Target)]
     pub target: sqlx::types::Json<Target>,
     /// Held-out evaluation: `kendall_tau_b`, `spearman`, `mae`, `split`, `seed`, `train_size`,
@@ -136,7 +140,7 @@ pub struct PredictorInfo {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-const INFO_COLUMNS: &str = "id, name, target, evaluation, active, parent_id, job_id,
+const INFO_COLUMNS: &str = "id, name, kind, target, evaluation, active, parent_id, job_id,
     octet_length(artifact)::bigint as artifact_bytes, created_at";
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<PredictorInfo>> {
@@ -163,18 +167,77 @@ pub async fn artifact(pool: &PgPool, id: i64) -> sqlx::Result<Option<Vec<u8>>> {
         .await
 }
 
-/// Ids and targets of the active predictors.
+/// Ids and targets of the active graph predictors.
 pub async fn active(pool: &PgPool) -> sqlx::Result<Vec<(i64, Target)>> {
-    let rows: Vec<(i64, sqlx::types::Json<Target>)> =
-        sqlx::query_as("select id, target from predictors where active order by id")
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<(i64, sqlx::types::Json<Target>)> = sqlx::query_as(
+        "select id, target from predictors where active and kind = 'graph' order by id",
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(|(id, t)| (id, t.0)).collect())
+}
+
+/// The id of the active recipe predictor, if one is registered and active.
+pub async fn active_recipe(pool: &PgPool) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("select id from predictors where active and kind = 'recipe'")
+        .fetch_optional(pool)
+        .await
+}
+
+/// One LEMUR image-classification trial of a model whose graph is stored: what a recipe
+/// predictor trains on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecipeTrial {
+    pub architecture_id: i64,
+    pub nn: String,
+    pub dataset: String,
+    pub epoch: Option<i32>,
+    pub value: f64,
+    pub transform: Option<String>,
+    pub hyperparameters: serde_json::Value,
+}
+
+/// LEMUR image-classification accuracy rows whose linked graph is the one exported for the
+/// row's own dataset (its `lemur` alias `<nn>` on CIFAR-10, `<nn>_<dataset>` otherwise; rows of
+/// a dataset without its own export are linked to another dataset's graph, whose classifier
+/// differs, and are left out): what a recipe predictor trains on.
+const RECIPE_TRIALS: &str = "from results r
+     join architecture_aliases a
+       on a.namespace = $1 and a.architecture_id = r.architecture_id
+      and a.value = case when r.dataset = $2 then r.nn else r.nn || '_' || r.dataset end
+    where r.benchmark = $1 and r.task = 'img-classification' and r.metric = 'acc'
+      and r.value is not null";
+
+/// Whether any row a recipe predictor could train on is stored.
+pub async fn recipe_trials_exist(pool: &PgPool) -> sqlx::Result<bool> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select exists (select 1 {RECIPE_TRIALS})"
+    )))
+    .bind(crate::lemur::BENCHMARK)
+    .bind(crate::lemur::DEFAULT_GRAPH_DATASET)
+    .fetch_one(pool)
+    .await
+}
+
+/// The recipe-training rows ([`RECIPE_TRIALS`]) of `datasets`.
+pub async fn recipe_trials(pool: &PgPool, datasets: &[&str]) -> sqlx::Result<Vec<RecipeTrial>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select r.architecture_id, r.nn, r.dataset, r.epoch, r.value, r.transform,
+                r.hyperparameters
+           {RECIPE_TRIALS} and r.dataset = any($3)
+          order by r.id"
+    )))
+    .bind(crate::lemur::BENCHMARK)
+    .bind(crate::lemur::DEFAULT_GRAPH_DATASET)
+    .bind(datasets)
+    .fetch_all(pool)
+    .await
 }
 
 /// A predictor to register.
 pub struct NewPredictor<'a> {
     pub name: &'a str,
+    pub kind: PredictorKind,
     pub target: &'a Target,
     pub artifact: &'a [u8],
     pub config: serde_json::Value,
@@ -202,10 +265,11 @@ pub async fn insert(
     index: &[IndexRow],
 ) -> sqlx::Result<i64> {
     let id: i64 = sqlx::query_scalar(
-        "insert into predictors (name, target, artifact, config, evaluation, parent_id, job_id)
-         values ($1, $2, $3, $4, $5, $6, $7) returning id",
+        "insert into predictors (name, kind, target, artifact, config, evaluation, parent_id, job_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8) returning id",
     )
     .bind(new.name)
+    .bind(new.kind.as_str())
     .bind(sqlx::types::Json(new.target))
     .bind(new.artifact)
     .bind(&new.config)

@@ -16,15 +16,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
 use super::extract::{JsonBody, Path, Query};
-use super::registry::{Loaded, Neighbour};
+use super::registry::{Loaded, Neighbour, ServedRecipe};
 use crate::db::architectures::StoredGraph;
 use crate::db::predictors::{self as store, Target};
 use crate::generate::{nb201_arch_strings, nb201_model};
 use crate::graph::BuildOptions;
-use crate::predict::CgGraphRef;
-use crate::predict::recipe::{
-    self, CompleteRecipe, Domain, GraphDescriptor, Recipe, RecipePredictor,
-};
+use crate::predict::recipe::{CompleteRecipe, Domain, GraphDescriptor, Recipe, RecipePredictor};
+use crate::predict::{CgGraphRef, PredictorKind};
 
 /// Most architectures in one request.
 pub const MAX_BATCH: usize = 10_000;
@@ -193,8 +191,8 @@ enum Unit {
 /// The predictions for one target.
 #[derive(Debug, Serialize, ToSchema)]
 struct PredictorResult {
-    /// The registered predictor (null for the bundled recipe predictor, which is not in the
-    /// registry).
+    /// The registered predictor (null for the bundled recipe predictor compiled into the
+    /// binary, which serves until a registered recipe predictor is activated).
     predictor_id: Option<i64>,
     /// `recipe` (conditioned on dataset and training recipe) or `graph` (a benchmark predictor).
     predictor_kind: PredictorKind,
@@ -214,13 +212,6 @@ struct PredictorResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
     predictions: Vec<ArchitecturePrediction>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-enum PredictorKind {
-    Recipe,
-    Graph,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -248,7 +239,7 @@ enum Resolved {
         warnings: Vec<String>,
     },
     Recipe {
-        predictor: &'static RecipePredictor,
+        served: ServedRecipe,
         dataset: usize,
         recipe: CompleteRecipe,
         outside: bool,
@@ -279,8 +270,12 @@ fn covered_targets(graph: &[Arc<Loaded>], recipe: Option<&RecipePredictor>) -> S
 }
 
 /// Resolves each requested target (or the default list) to a predictor and a condition.
-fn resolve(snapshot: &[Arc<Loaded>], targets: Option<Vec<TargetRequest>>) -> Result<Vec<Resolved>> {
-    let recipe = recipe::bundled();
+fn resolve(
+    snapshot: &[Arc<Loaded>],
+    served: Option<ServedRecipe>,
+    targets: Option<Vec<TargetRequest>>,
+) -> Result<Vec<Resolved>> {
+    let recipe = served.as_ref().map(|s| s.predictor.as_ref());
     let Some(targets) = targets else {
         let mut out: Vec<Resolved> = snapshot
             .iter()
@@ -290,10 +285,10 @@ fn resolve(snapshot: &[Arc<Loaded>], targets: Option<Vec<TargetRequest>>) -> Res
                 warnings: Vec::new(),
             })
             .collect();
-        if let Some(predictor) = recipe {
-            let (recipe, defaulted, warnings) = predictor.complete(0, &Recipe::default());
+        if let Some(served) = served {
+            let (recipe, defaulted, warnings) = served.predictor.complete(0, &Recipe::default());
             out.push(Resolved::Recipe {
-                predictor,
+                served,
                 dataset: 0,
                 outside: false,
                 recipe,
@@ -341,7 +336,9 @@ fn resolve(snapshot: &[Arc<Loaded>], targets: Option<Vec<TargetRequest>>) -> Res
                 let outside = !range_warnings.is_empty();
                 warnings.extend(range_warnings);
                 return Ok(Resolved::Recipe {
-                    predictor,
+                    served: served
+                        .clone()
+                        .expect("a recipe dataset has a recipe predictor"),
                     dataset,
                     outside,
                     recipe,
@@ -457,7 +454,7 @@ async fn predict(
             )));
         }
         // Targets are checked before any architecture is parsed.
-        let targets = resolve(&snapshot, body.targets)?;
+        let targets = resolve(&snapshot, ctx.predictors.recipe(), body.targets)?;
         let mut items = stored_items(&ctx, &body.architecture_ids).await?;
         items.extend(nb201_items(&ctx, &body.nb201).await?);
         let uploads = body
@@ -474,7 +471,7 @@ async fn predict(
         items.extend(onnx_items(&ctx, uploads).await?);
         (items, targets)
     } else {
-        let targets = resolve(&snapshot, None)?;
+        let targets = resolve(&snapshot, ctx.predictors.recipe(), None)?;
         let body = Bytes::from_request(request, &ctx).await?;
         (onnx_items(&ctx, vec![body]).await?, targets)
     };
@@ -601,7 +598,7 @@ fn answer(
             predictions: answer_graph(&loaded, items, nearest)?,
         }),
         Resolved::Recipe {
-            predictor,
+            served,
             dataset,
             recipe,
             outside,
@@ -609,6 +606,7 @@ fn answer(
             defaulted,
             warnings,
         } => {
+            let predictor = &served.predictor;
             let answers =
                 predictor.predict(descriptors, &[(dataset, recipe.clone(), outside)], nearest);
             let mut warnings = warnings;
@@ -646,7 +644,7 @@ fn answer(
                 })
                 .collect();
             Ok(PredictorResult {
-                predictor_id: None,
+                predictor_id: served.id,
                 predictor_kind: PredictorKind::Recipe,
                 target: Target {
                     benchmark: "lemur".into(),

@@ -17,6 +17,7 @@ use super::server::Client;
 use crate::db::jobs::{self, Job};
 use crate::db::predictors::{self as store, PredictorInfo};
 use crate::predict::Target;
+use crate::training::recipe::{self, RecipeTrainRequest};
 use crate::training::{
     FinetuneRequest, JobParams, TrainRequest, validate_finetune, validate_train,
 };
@@ -24,6 +25,7 @@ use crate::training::{
 pub fn router() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
         .routes(routes!(list_predictors, create_predictor))
+        .routes(routes!(create_recipe_predictor))
         .routes(routes!(get_predictor))
         .routes(routes!(activate_predictor))
         .routes(routes!(finetune_predictor))
@@ -34,13 +36,16 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 #[derive(Debug, Serialize, ToSchema)]
 struct PredictorList {
     predictors: Vec<PredictorInfo>,
-    /// The bundled recipe predictor (compiled into the binary, not in the registry).
+    /// The recipe predictor serving LEMUR targets now: the active registered one (its `id`), or
+    /// the bundled one compiled into the binary (`id` null).
     recipe: Option<RecipeInfo>,
 }
 
 /// What the recipe predictor covers and how it did on held-out families.
 #[derive(Debug, Serialize, ToSchema)]
 struct RecipeInfo {
+    /// Its registry id; null for the bundled one.
+    id: Option<i64>,
     /// Per dataset: rows and graphs trained on, the typical recipe (used for missing fields)
     /// and the measured ranges of each hyperparameter.
     #[schema(value_type = Vec<Object>)]
@@ -51,13 +56,17 @@ struct RecipeInfo {
 }
 
 /// Every registered predictor with its held-out evaluation (Kendall τ-b, Spearman, MAE, split,
-/// seed, train size, device, training time), and the bundled recipe predictor.
+/// seed, train size, device, training time), and the recipe predictor that serves.
 #[utoipa::path(get, path = "/v1/predictors", tag = "predictions",
     responses((status = 200, body = PredictorList)))]
 async fn list_predictors(State(ctx): State<ApiContext>) -> Result<Json<PredictorList>> {
-    let recipe = crate::predict::recipe::bundled()
-        .map(|r| -> Result<RecipeInfo> {
+    let recipe = ctx
+        .predictors
+        .recipe()
+        .map(|served| -> Result<RecipeInfo> {
+            let r = &served.predictor;
             Ok(RecipeInfo {
+                id: served.id,
                 datasets: serde_json::to_value(&r.datasets)
                     .map_err(|e| Error::Internal(e.into()))?,
                 evaluation: r.evaluation.clone(),
@@ -107,6 +116,32 @@ async fn create_predictor(
     validate_train(&request).map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
     check_target(&ctx, &request.target).await?;
     enqueue(&ctx, &client, JobParams::Train(request)).await
+}
+
+/// Queues the training of a recipe predictor (LEMUR accuracy conditioned on dataset and
+/// training recipe) on every LEMUR image-classification trial linked to a stored graph, with a
+/// grouped cross-validation over families; answers 202 with the job. It serves once activated.
+#[utoipa::path(post, path = "/v1/predictors/recipe", tag = "predictions",
+    request_body = RecipeTrainRequest,
+    responses(
+        (status = 202, body = Queued),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid settings, or no LEMUR trial linked to a stored graph", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "this caller has the most jobs allowed queued or running", body = Problem, content_type = "application/problem+json")))]
+async fn create_recipe_predictor(
+    State(ctx): State<ApiContext>,
+    client: Client,
+    JsonBody(request): JsonBody<RecipeTrainRequest>,
+) -> Result<Response> {
+    recipe::validate(&request).map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
+    if !store::recipe_trials_exist(&ctx.pool).await? {
+        return Err(Error::Unprocessable(
+            "no LEMUR image-classification accuracy is linked to a stored graph \
+             (import lemur, then lemur-onnx)"
+                .into(),
+        ));
+    }
+    enqueue(&ctx, &client, JobParams::TrainRecipe(request)).await
 }
 
 async fn find(ctx: &ApiContext, id: i64) -> Result<PredictorInfo> {

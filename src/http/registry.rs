@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::db::predictors::{self, CHANNEL, IndexRow, Target};
-use crate::predict::recipe::DescriptorCache;
+use crate::predict::recipe::{self, DescriptorCache, RecipePredictor};
 use crate::predict::{Backend, Predictor};
 
 /// Fewest measured architectures whose residuals make an interval.
@@ -209,11 +209,21 @@ impl Ord for OrdF32 {
     }
 }
 
-/// The active predictors of a serving process, by target, and the recipe predictor's
-/// descriptors of the stored architectures it was asked about.
+/// The recipe predictor a serving process answers LEMUR targets with.
+#[derive(Clone)]
+pub struct ServedRecipe {
+    /// Its registry id; `None` for the one compiled into the binary.
+    pub id: Option<i64>,
+    pub predictor: Arc<RecipePredictor>,
+}
+
+/// The active predictors of a serving process, by target, the active recipe predictor, and the
+/// recipe predictor's descriptors of the stored architectures it was asked about.
 #[derive(Default)]
 pub struct Registry {
     active: RwLock<Arc<Vec<Arc<Loaded>>>>,
+    /// The active registered recipe predictor; `None` serves the bundled one.
+    recipe: RwLock<Option<ServedRecipe>>,
     /// Reloads run one at a time, so one that read the database earlier can never swap in its
     /// older view after one that read it later (an activation's own reload racing the NOTIFY
     /// listener's).
@@ -225,6 +235,18 @@ impl Registry {
     /// The active predictors now (oldest id first); unaffected by later swaps.
     pub fn snapshot(&self) -> Arc<Vec<Arc<Loaded>>> {
         self.active.read().expect("registry lock").clone()
+    }
+
+    /// The recipe predictor to answer with now: the active registered one, else the bundled
+    /// one (absent only when the bundled artifact fails to load).
+    pub fn recipe(&self) -> Option<ServedRecipe> {
+        let registered = self.recipe.read().expect("registry lock").clone();
+        registered.or_else(|| {
+            recipe::bundled().map(|predictor| ServedRecipe {
+                id: None,
+                predictor,
+            })
+        })
     }
 
     /// Loads the active predictors the database names, reusing those already loaded, and swaps
@@ -239,11 +261,30 @@ impl Registry {
                 None => next.push(Arc::new(Loaded::load(pool, id, target).await?)),
             }
         }
+        let served = self.recipe.read().expect("registry lock").clone();
+        let recipe = match predictors::active_recipe(pool).await? {
+            None => None,
+            Some(id) if served.as_ref().is_some_and(|r| r.id == Some(id)) => served,
+            Some(id) => {
+                let bytes = predictors::artifact(pool, id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("predictor {id} does not exist"))?;
+                let predictor =
+                    tokio::task::spawn_blocking(move || RecipePredictor::from_bytes(&bytes))
+                        .await??;
+                Some(ServedRecipe {
+                    id: Some(id),
+                    predictor: Arc::new(predictor),
+                })
+            }
+        };
         let ids: Vec<i64> = next.iter().map(|l| l.id).collect();
+        let recipe_id = recipe.as_ref().and_then(|r| r.id);
         *self.active.write().expect("registry lock") = Arc::new(next);
+        *self.recipe.write().expect("registry lock") = recipe;
         // Loading an index decodes every stored embedding; what it freed goes back to the OS.
         crate::memory::release_freed_memory();
-        tracing::info!(?ids, "active predictors loaded");
+        tracing::info!(?ids, ?recipe_id, "active predictors loaded");
         Ok(())
     }
 

@@ -40,7 +40,7 @@ pub use crate::stats::Scores;
 pub use backend::Backend;
 pub use features::{CgGraphRef, FeatureConfig, PreparedGraph};
 pub use model::{ModelConfig, Prediction, Predictor};
-pub use target::{Aggregate, Target};
+pub use target::{Aggregate, PredictorKind, Target};
 pub use train::{EpochReport, FinetuneConfig, Stage, TrainConfig, TrainSample, train};
 
 /// Why a prediction, training run or artifact failed.

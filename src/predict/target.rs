@@ -46,3 +46,50 @@ impl Target {
         }
     }
 }
+
+/// How a registered predictor answers, and so how its artifact is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PredictorKind {
+    /// Conditioned on the dataset and the training recipe (gradient-boosted trees over a graph
+    /// descriptor, [`crate::predict::recipe`]).
+    Recipe,
+    /// A benchmark figure from the architecture alone (the GENNAPE-style graph network).
+    Graph,
+}
+
+impl PredictorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Recipe => "recipe",
+            Self::Graph => "graph",
+        }
+    }
+}
+
+impl TryFrom<String> for PredictorKind {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "recipe" => Ok(Self::Recipe),
+            "graph" => Ok(Self::Graph),
+            other => Err(format!("unknown predictor kind {other:?}")),
+        }
+    }
+}
+
+impl Target {
+    /// What a recipe predictor is registered under: LEMUR image-classification accuracy (every
+    /// dataset it covers; the dataset and recipe come with each request).
+    pub fn lemur_recipe() -> Self {
+        Self {
+            benchmark: "lemur".into(),
+            dataset: "img-classification".into(),
+            metric: "acc".into(),
+            epoch: None,
+            split: None,
+            aggregate: None,
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! bundled predictors with [`register_bundled`].
 
 pub mod population;
+pub mod recipe;
 pub mod torch;
 
 pub use population::{Population, SetPart, export_set, predict_set};
@@ -24,7 +25,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::db::jobs;
-use crate::db::predictors::{self, IndexRow, NewPredictor, Target};
+use crate::db::predictors::{self, IndexRow, NewPredictor, PredictorKind, Target};
 use crate::predict::{
     Backend, EpochReport, FinetuneConfig, Predictor, PreparedGraph, TrainConfig, TrainSample,
 };
@@ -91,13 +92,14 @@ pub struct JobRef {
     pub worker: String,
 }
 
-/// Hears every training epoch; returning false stops the run.
 /// What a queued job does: its `kind` and `params` columns, typed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "params", rename_all = "lowercase")]
 pub enum JobParams {
     Train(TrainRequest),
     Finetune(FinetuneRequest),
+    #[serde(rename = "train-recipe")]
+    TrainRecipe(recipe::RecipeTrainRequest),
 }
 
 impl JobParams {
@@ -117,6 +119,7 @@ impl JobParams {
     }
 }
 
+/// Hears every training epoch; returning false stops the run.
 pub type ProgressFn = Box<dyn FnMut(&EpochReport) -> bool + Send>;
 
 /// Applies JSON overrides to a settings struct through its JSON form (objects merge field by
@@ -229,7 +232,7 @@ fn check_ranges(settings: &[(&str, f64, f64, f64)]) -> Result<()> {
 
 /// Stores a trained predictor with its index; completes `job` in the same transaction and
 /// activates it if asked (or if its target has no active predictor yet). Returns its id.
-async fn register(
+pub(crate) async fn register(
     pool: &PgPool,
     new: NewPredictor<'_>,
     index: &[IndexRow],
@@ -248,10 +251,13 @@ async fn register(
         );
     }
     tx.commit().await?;
-    let none_active = !predictors::active(pool)
-        .await?
-        .iter()
-        .any(|(_, t)| t == new.target);
+    // A recipe predictor is always serving (the bundled one until another is activated), so a
+    // new one waits to be asked for.
+    let none_active = new.kind == PredictorKind::Graph
+        && !predictors::active(pool)
+            .await?
+            .iter()
+            .any(|(_, t)| t == new.target);
     if activate || none_active {
         predictors::activate(pool, id).await?;
     }
@@ -259,7 +265,9 @@ async fn register(
 }
 
 /// Runs a blocking closure off the async runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f).await?
 }
 
@@ -394,6 +402,7 @@ async fn save_registered(
     let artifact = predictor.to_bytes()?;
     let new = NewPredictor {
         name,
+        kind: PredictorKind::Graph,
         target,
         artifact: &artifact,
         config: serde_json::to_value(&predictor.config)?,

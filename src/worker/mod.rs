@@ -1,4 +1,4 @@
-//! `archdb worker`: claims training and fine-tuning jobs from the PostgreSQL queue, runs them on
+//! `archdb worker`: claims training (graph and recipe predictors) and fine-tuning jobs from the PostgreSQL queue, runs them on
 //! the best device this build has, reports progress on the job (which also extends its lease)
 //! and stops when the job is cancelled or the lease is lost.
 
@@ -107,6 +107,9 @@ async fn execute(pool: &PgPool, job: Job, worker: &str, options: &WorkerOptions)
         }
         Ok(JobParams::Finetune(request)) => {
             training::finetune(pool, &request, Some(&job_ref)).await
+        }
+        Ok(JobParams::TrainRecipe(request)) => {
+            training::recipe::train(pool, &request, Some(&job_ref)).await
         }
         Err(e) => Err(e),
     };

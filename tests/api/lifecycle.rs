@@ -250,7 +250,10 @@ async fn an_interrupted_first_run_is_completed_by_the_next_start() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(kinds, ["lemur", "lemur-onnx", "naslib-zc", "nb-macro", "nb201"]);
+    assert_eq!(
+        kinds,
+        ["lemur", "lemur-onnx", "naslib-zc", "nb-macro", "nb201"]
+    );
     let models = |benchmark: &'static str| {
         let pool = pool.clone();
         async move {

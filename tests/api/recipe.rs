@@ -184,6 +184,132 @@ async fn lemur_trials_are_predicted_under_their_own_recipes() {
     assert!(mae < 0.15, "MAE {mae}");
 }
 
+/// A recipe predictor trained as a queued job from the LEMUR rows and graphs the database holds
+/// (the sample: 8 graphs of 2 families), on the same training set as `archdb train-recipe`
+/// reads from the files; registered beside the bundled one and serving once activated.
+#[tokio::test]
+async fn a_recipe_predictor_trains_from_the_database_and_serves_once_activated() {
+    use crate::predictions::{once, post, work};
+    let app = spawn_app().await;
+    let (status, problem) = post(&app, "/v1/predictors/recipe", json!({})).await;
+    assert_eq!(status, 422, "nothing to train on yet: {problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("lemur-onnx"),
+        "{problem}"
+    );
+    for kind in [
+        archdb::import::ImportKind::Lemur,
+        archdb::import::ImportKind::LemurOnnx,
+    ] {
+        let dir = match kind {
+            archdb::import::ImportKind::Lemur => sample_dir(),
+            _ => sample_dir().join("onnx"),
+        };
+        archdb::import::run(
+            &app.pool,
+            kind,
+            &dir,
+            std::sync::Arc::new(archdb::import::NoProgress),
+        )
+        .await
+        .unwrap();
+    }
+    for bad in [
+        json!({"folds": 1}),
+        json!({"budget": 9.0}),
+        json!({"epochs": 3}),
+    ] {
+        let (status, problem) = post(&app, "/v1/predictors/recipe", bad.clone()).await;
+        assert!([400, 422].contains(&status), "{bad}: {status} {problem}");
+    }
+
+    let (status, queued) = post(
+        &app,
+        "/v1/predictors/recipe",
+        json!({"seed": 1, "folds": 2, "budget": 0.3, "name": "sample-recipe"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    let job = work(&app, &queued, &once()).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let id = job["predictor_id"].as_i64().unwrap();
+    let (_, info) = app.get_json(&format!("/v1/predictors/{id}")).await;
+    assert_eq!(
+        (&info["kind"], &info["name"], &info["active"]),
+        (&json!("recipe"), &json!("sample-recipe"), &json!(false)),
+        "{info}"
+    );
+    // The same rows and graphs as training from the sample's files.
+    let files = archdb::predict::recipe::lemur::load(&sample_dir()).unwrap();
+    let evaluation = &info["evaluation"];
+    assert_eq!(evaluation["rows"], files.rows.len(), "{evaluation}");
+    assert_eq!(evaluation["graphs"], files.graphs.len(), "{evaluation}");
+    assert_eq!(
+        (
+            evaluation["graphs"].as_u64(),
+            evaluation["families"].as_u64()
+        ),
+        (Some(8), Some(2))
+    );
+    assert_eq!(evaluation["seed"], 1);
+    assert!(
+        evaluation["calibration"]["coverage"].as_f64().is_some(),
+        "{evaluation}"
+    );
+
+    // Not active yet: the bundled predictor answers.
+    let target = json!({"dataset": "cifar-10", "epoch": 5, "hyperparameters": {"lr": 0.01}});
+    let body = json!({"onnx_base64": [b64(&sample_onnx("AlexNet"))], "targets": [target]});
+    let (status, answer) = predict(&app, body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["results"][0]["predictor_id"],
+        Value::Null,
+        "{answer}"
+    );
+    let (_, list) = app.get_json("/v1/predictors").await;
+    assert_eq!(list["recipe"]["id"], Value::Null, "{list}");
+    let bundled = answer["results"][0]["predictions"][0]["accuracy"].clone();
+
+    let (status, activated) = post(&app, &format!("/v1/predictors/{id}/activate"), json!({})).await;
+    assert_eq!(status, 200, "{activated}");
+    assert_eq!(activated["active"], true);
+    let (status, answer) = predict(&app, body).await;
+    assert_eq!(status, 200, "{answer}");
+    let result = &answer["results"][0];
+    assert_eq!(result["predictor_id"], id, "{answer}");
+    assert_eq!(result["predictor_kind"], "recipe");
+    assert_bounded(&result["predictions"][0]);
+    assert_ne!(
+        result["predictions"][0]["accuracy"], bundled,
+        "another model answers"
+    );
+    let (_, list) = app.get_json("/v1/predictors").await;
+    assert_eq!(list["recipe"]["id"], id, "{list}");
+    assert_eq!(list["recipe"]["evaluation"]["rows"], files.rows.len());
+    // Trained on AlexNet's CIFAR-10 trials, it follows them.
+    let measured = trials("AlexNet", "cifar-10");
+    let targets: Vec<Value> = measured[..100]
+        .iter()
+        .map(|(epoch, prm, _)| json!({"dataset": "cifar-10", "epoch": epoch, "hyperparameters": prm}))
+        .collect();
+    let (status, answer) = predict(
+        &app,
+        json!({"onnx_base64": [b64(&sample_onnx("AlexNet"))], "targets": targets}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let predicted: Vec<f64> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["predictions"][0]["accuracy"].as_f64().unwrap())
+        .collect();
+    let truth: Vec<f64> = measured[..100].iter().map(|t| t.2).collect();
+    let rho = archdb::stats::spearman(&predicted, &truth);
+    assert!(rho > 0.5, "Spearman {rho} over AlexNet's trials");
+}
+
 #[tokio::test]
 async fn missing_recipes_take_the_typical_one_and_unknown_names_warn() {
     let app = spawn_app().await;

@@ -790,20 +790,21 @@ impl RecipePredictor {
 }
 
 /// The recipe predictor shipped in `data/predictor/`, parsed on first use.
-pub fn bundled() -> Option<&'static RecipePredictor> {
-    static BUNDLED: std::sync::OnceLock<Option<RecipePredictor>> = std::sync::OnceLock::new();
+pub fn bundled() -> Option<std::sync::Arc<RecipePredictor>> {
+    static BUNDLED: std::sync::OnceLock<Option<std::sync::Arc<RecipePredictor>>> =
+        std::sync::OnceLock::new();
     BUNDLED
         .get_or_init(|| {
             const BYTES: &[u8] = include_bytes!("../../../data/predictor/lemur-recipe.json.gz");
             match RecipePredictor::from_bytes(BYTES) {
-                Ok(p) => Some(p),
+                Ok(p) => Some(std::sync::Arc::new(p)),
                 Err(e) => {
                     tracing::error!("the bundled recipe predictor does not load: {e}");
                     None
                 }
             }
         })
-        .as_ref()
+        .clone()
 }
 
 #[cfg(test)]
