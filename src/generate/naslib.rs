@@ -22,6 +22,9 @@ pub fn sample_model(
     task: &str,
     sample: &Value,
 ) -> Result<Option<ModelProto>, GenerateError> {
+    if !has_model(search_space, task) {
+        return Ok(None);
+    }
     Ok(Some(match search_space {
         "nasbench101" => nb101_model(&Nb101Spec::from_value(&sample["nb101_spec"])?),
         "nasbench301" => nb301_model(
@@ -37,6 +40,16 @@ pub fn sample_model(
         }
         _ => return Ok(None),
     }))
+}
+
+/// Whether [`sample_model`] builds a network for samples of this space and task (NB101, NB301,
+/// and the TransNAS-Bench-101 tasks with a linear head).
+pub fn has_model(search_space: &str, task: &str) -> bool {
+    match search_space {
+        "nasbench101" | "nasbench301" => true,
+        "transbench101_micro" | "transbench101_macro" => TransNasTask::from_name(task).is_some(),
+        _ => false,
+    }
 }
 
 /// One line of a samples file as JSON. Python's `json` writes `NaN` and `±Infinity` for some

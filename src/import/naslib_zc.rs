@@ -34,7 +34,7 @@ use super::{
 };
 use crate::db::architectures::{self, NewArchitecture};
 use crate::generate::Nb201Op;
-use crate::generate::naslib::sample_model;
+use crate::generate::naslib::{has_model, sample_model};
 use crate::generate::nb201::nb201_arch_string;
 use crate::graph::BuildOptions;
 use crate::import::nb201;
@@ -141,12 +141,17 @@ impl Sample {
 /// Graphs built and stored per batch.
 const BATCH: usize = 256;
 
-/// Generates and ingests sample networks on every core: `(sample index, graph)`.
+/// Generates and ingests the networks of samples `batch` on every core: `(sample index, graph)`.
 fn build_networks(
-    batch: &[(usize, crate::onnx::proto::ModelProto)],
+    samples: &[(Sample, Option<String>)],
+    batch: &[usize],
 ) -> Result<Vec<(usize, Ingested)>> {
-    par_map(batch, |(i, model)| {
-        Ok((*i, ingest_model(model.clone(), BuildOptions::default())?))
+    par_map(batch, |&i| {
+        let model = samples[i]
+            .0
+            .model()?
+            .context("a sample of a generated space without a network")?;
+        Ok((i, ingest_model(model, BuildOptions::default())?))
     })
 }
 
@@ -266,16 +271,19 @@ pub async fn import(
             .await?;
         }
     }
-    // NB101, NB301 and TransNAS networks, stored with their encoding as an alias.
-    let models: Vec<(usize, crate::onnx::proto::ModelProto)> = samples
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (s, _))| s.model().transpose().map(|m| m.map(|m| (i, m))))
-        .collect::<Result<_>>()?;
-    progress.phase("naslib-zc graphs", models.len() as u64, Unit::Items);
-    let generated = models.len();
+    // NB101, NB301 and TransNAS networks, stored with their encoding as an alias. Each batch
+    // generates its own models: all 5,407 held at once took 4 GB.
+    let samples = Arc::new(samples);
+    let with_network: Vec<usize> = (0..samples.len())
+        .filter(|&i| has_model(&samples[i].0.search_space, &samples[i].0.task))
+        .collect();
+    progress.phase("naslib-zc graphs", with_network.len() as u64, Unit::Items);
+    let generated = with_network.len();
     let mut created = 0u64;
-    let mut batches = build_in_background(models, BATCH, build_networks);
+    let mut batches = build_in_background(with_network, BATCH, {
+        let samples = samples.clone();
+        move |batch| build_networks(&samples, batch)
+    });
     while let Some(built) = batches.recv().await {
         let built = built?;
         let metas: Vec<NewArchitecture> = built
@@ -304,7 +312,7 @@ pub async fn import(
         RESULT_COLUMNS,
         move |sink| {
             p.phase("naslib-zc results", samples.len() as u64, Unit::Items);
-            for (sample, _) in &samples {
+            for (sample, _) in samples.iter() {
                 let (task, dataset, accuracy_metric) = sample.target()?;
                 let hyperparameters =
                     json!({"search_space": sample.search_space, "naslib_idx": sample.naslib_idx});

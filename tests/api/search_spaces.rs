@@ -125,14 +125,14 @@ async fn naslib_samples_become_networks_with_naslib_params() {
     assert!(!pareto["front"].as_array().unwrap().is_empty());
 }
 
-/// Every NB101 and NB301 sample of the shared file, imported into a fresh database: params
-/// through the REST API equal NASLib's (run with `--ignored`; `NB_SUITE_ZERO_DIR` overrides the
-/// folder).
+/// Every NB101 and NB301 sample of the whole file (the starter set's copy in `data/`), imported
+/// into a fresh database: params through the REST API equal NASLib's (`NB_SUITE_ZERO_DIR`
+/// overrides the folder). About 1.5 min in a debug build.
 #[tokio::test]
-#[ignore = "needs /work/shared/data/nas_bench_suite_zero and takes minutes"]
 async fn every_nb101_and_nb301_sample_has_naslib_params() {
-    let dir = std::env::var("NB_SUITE_ZERO_DIR")
-        .unwrap_or_else(|_| "/work/shared/data/nas_bench_suite_zero".into());
+    let dir = std::env::var("NB_SUITE_ZERO_DIR").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/data/nas_bench_suite_zero").into()
+    });
     let app = spawn_app().await;
     let start = std::time::Instant::now();
     let summary = import(&app, Path::new(&dir)).await;
