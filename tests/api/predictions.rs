@@ -701,6 +701,7 @@ async fn the_bundled_predictor_is_registered_once_and_answers() {
         [
             "nb-macro-cifar10-bundled",
             "nb201-cifar10-bundled",
+            "nb201-cifar10-e12-bundled",
             "nb201-cifar100-bundled",
             "nb201-imagenet16-120-bundled"
         ]
