@@ -388,6 +388,7 @@ pub struct GivenFigures {
 /// Computes calibration from predictions (same body as `/v1/calibration/compute`, JSON) or stores
 /// given figures (`{"pre": {...}, "post": {...}, "temperature": …}`), replacing what was stored
 /// for this architecture and dataset.
+// The macro keeps one JSON schema of the two: `spec::predictions_or_figures` states both.
 #[utoipa::path(put, path = "/v1/architectures/{id}/calibration/{dataset}", tag = "calibration",
     params(("id" = i64, Path, minimum = 1), ("dataset" = String, Path)),
     request_body(content((PredictionsBody = "application/json"), (GivenFigures = "application/json"), (Vec<u8> = "application/octet-stream"))),
