@@ -21,8 +21,10 @@ venv=${ARCHDB_SCHEMATHESIS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/archdb/schemath
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q '4\.32\.5'; then
     mkdir -p "$(dirname "$venv")"
     python3 -m venv "$venv"
-    timeout 300 "$venv/bin/pip" install --quiet --disable-pip-version-check --timeout 60 \
-        'schemathesis==4.32.5'
+    # From PyPI only: no local wheel directory or other index the environment may name.
+    env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_NO_INDEX \
+        timeout 300 "$venv/bin/pip" install --quiet --disable-pip-version-check --timeout 60 \
+        --index-url https://pypi.org/simple/ 'schemathesis==4.32.5'
 fi
 
 cargo build --quiet --bin archdb
@@ -44,8 +46,10 @@ mkdir -p "$tmp/seed"
 ln -s "$repo/data/lemur-sample" "$tmp/seed/lemur-sample"
 ln -s "$repo/data/predictor" "$tmp/seed/predictor"
 if [ -n "${DATABASE_URL:-}" ]; then
-    # Named like archdb's test databases, which its test harness drops after 3 hours.
-    export DATABASE_URL="${DATABASE_URL%/*}/archdb_test_schemathesis_$$_$(date +%s)"
+    # Named like archdb's test databases (`archdb_test_<pid>_<creation in ns>_<suffix>`), which
+    # its test harness drops 3 hours after creation (read from the name: a test run beside this
+    # one dropped the database mid-run when the name had seconds in that place).
+    export DATABASE_URL="${DATABASE_URL%/*}/archdb_test_$$_$(date +%s%N)_schemathesis"
 else
     export ARCHDB_DATA_DIR="$tmp/data"
 fi
@@ -62,9 +66,9 @@ server=$!
 for _ in $(seq 600); do
     kill -0 "$server" 2>/dev/null || { cat "$tmp/serve.log" >&2; exit 1; }
     if curl -sf -H "Authorization: Bearer $token" "$url/v1/predictors" 2>/dev/null |
-        python3 -c 'import json, sys; sys.exit(not any(p["active"] for p in json.load(sys.stdin)["predictors"]))' &&
+        python3 -c 'import json, sys; sys.exit(not any(p["active"] for p in json.load(sys.stdin)["predictors"]))' 2>/dev/null &&
         curl -sf -H "Authorization: Bearer $token" "$url/v1/architectures?limit=1" 2>/dev/null |
-        python3 -c 'import json, sys; sys.exit(not json.load(sys.stdin)["items"])'; then
+        python3 -c 'import json, sys; sys.exit(not json.load(sys.stdin)["items"])' 2>/dev/null; then
         break
     fi
     sleep 0.5
@@ -77,11 +81,15 @@ echo "schemathesis: server seeded in $(($(date +%s) - started)) s" >&2
 status=0
 cd "$tmp" # schemathesis keeps its example database in the working directory
 SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$repo/.ci" ARCHDB_ONNX_DIR="$repo/tests/fixtures/onnx-samples" \
+    ARCHDB_SCHEMATHESIS_URL="$url" ARCHDB_SCHEMATHESIS_TOKEN="$token" \
     timeout "${ARCHDB_SCHEMATHESIS_MAX_TIME:-600}" \
     "$venv/bin/schemathesis" --config-file "$repo/.ci/schemathesis.toml" run "$url/openapi.json" \
     --checks all --max-examples "${ARCHDB_SCHEMATHESIS_EXAMPLES:-25}" --seed 1 \
     --no-shrink \
     --header "Authorization: Bearer $token" --request-timeout 60 "$@" || status=$?
+if [ "$status" = 124 ]; then
+    echo "schemathesis: stopped at the ${ARCHDB_SCHEMATHESIS_MAX_TIME:-600} s limit" >&2
+fi
 if grep -q "panicked" "$tmp/serve.log"; then
     grep -B2 -A10 "panicked" "$tmp/serve.log" >&2
     status=1

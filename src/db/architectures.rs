@@ -391,6 +391,73 @@ pub async fn aliases(pool: &PgPool, id: i64) -> sqlx::Result<Vec<Alias>> {
         .await
 }
 
+/// `(id, params, macs)` of the architecture with alias `value` in `namespace`.
+pub async fn size_by_alias(
+    pool: &PgPool,
+    namespace: &str,
+    value: &str,
+) -> sqlx::Result<Option<(i64, i64, i64)>> {
+    sqlx::query_as(
+        "select a.id, a.params, a.macs from architecture_aliases x join architectures a on a.id = x.architecture_id
+         where x.namespace = $1 and x.value = $2",
+    )
+    .bind(namespace)
+    .bind(value)
+    .fetch_optional(pool)
+    .await
+}
+
+/// `(namespace, value, id, params, macs)` of the architectures with any of the aliases
+/// `(namespaces[i], values[i])` (one row per alias found, in no order).
+pub async fn sizes_by_aliases(
+    pool: &PgPool,
+    namespaces: &[&str],
+    values: &[&str],
+) -> sqlx::Result<Vec<(String, String, i64, i64, i64)>> {
+    sqlx::query_as(
+        "select a.namespace, a.value, a.architecture_id, r.params, r.macs
+           from architecture_aliases a
+           join unnest($1::text[], $2::text[]) as k(ns, v) on a.namespace = k.ns and a.value = k.v
+           join architectures r on r.id = a.architecture_id",
+    )
+    .bind(namespaces)
+    .bind(values)
+    .fetch_all(pool)
+    .await
+}
+
+/// `(value, id)` of the aliases in `namespace` that are among `values`.
+pub async fn ids_by_alias(
+    pool: &PgPool,
+    namespace: &str,
+    values: &[String],
+) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "select value, architecture_id from architecture_aliases
+          where namespace = $1 and value = any($2)",
+    )
+    .bind(namespace)
+    .bind(values)
+    .fetch_all(pool)
+    .await
+}
+
+/// `(id, params, macs)` of the stored architectures among `ids` (in no order).
+pub async fn sizes(pool: &PgPool, ids: &[i64]) -> sqlx::Result<Vec<(i64, i64, i64)>> {
+    sqlx::query_as("select id, params, macs from architectures where id = any($1)")
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// `(graph hash, id)` of the stored architectures with any of the canonical graph `hashes`.
+pub async fn ids_by_hash(pool: &PgPool, hashes: &[&str]) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("select graph_hash, id from architectures where graph_hash = any($1)")
+        .bind(hashes)
+        .fetch_all(pool)
+        .await
+}
+
 pub use crate::graph::StoredGraph;
 
 pub async fn graph(pool: &PgPool, id: i64) -> sqlx::Result<Option<StoredGraph>> {

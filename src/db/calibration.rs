@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
 use crate::calibration::{MetricSet, Reliability};
@@ -273,6 +273,255 @@ pub async fn datasets(pool: &PgPool, architecture_id: i64) -> sqlx::Result<Vec<S
         "select dataset from calibration_runs where architecture_id = $1 order by dataset",
     )
     .bind(architecture_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// One stored figure with its architecture.
+#[derive(Debug, Serialize, FromRow, ToSchema)]
+pub struct CalibrationRow {
+    pub architecture_id: i64,
+    pub name: Option<String>,
+    pub family: Option<String>,
+    pub dataset: String,
+    pub stage: String,
+    pub metric: String,
+    pub bins: i32,
+    pub value: f64,
+    pub accuracy: Option<f64>,
+}
+
+/// Order of a listing of figures (ties: by architecture and dataset).
+#[derive(Debug, Clone, Copy)]
+pub enum ListOrder {
+    Value,
+    ValueDesc,
+    /// Architectures without an accuracy last.
+    Accuracy,
+    AccuracyDesc,
+}
+
+/// Which figures a listing returns: one metric at one bin count and stage, the other filters
+/// when set.
+#[derive(Debug)]
+pub struct ListFilter {
+    pub metric: &'static str,
+    pub bins: i32,
+    pub stage: &'static str,
+    pub dataset: Option<String>,
+    pub family: Option<String>,
+    pub min_accuracy: Option<f64>,
+    pub max_accuracy: Option<f64>,
+    pub order: ListOrder,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// A page of the figures that `filter` selects.
+pub async fn list(pool: &PgPool, filter: ListFilter) -> sqlx::Result<Vec<CalibrationRow>> {
+    let order = match filter.order {
+        ListOrder::Value => "m.value asc",
+        ListOrder::ValueDesc => "m.value desc",
+        ListOrder::Accuracy => "r.accuracy asc nulls last",
+        ListOrder::AccuracyDesc => "r.accuracy desc nulls last",
+    };
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
+        "select m.architecture_id, a.name, a.family, m.dataset, m.stage, m.metric, m.bins, m.value, r.accuracy
+         from calibration_metrics m
+         join calibration_runs r using (architecture_id, dataset)
+         join architectures a on a.id = m.architecture_id
+         where m.metric = ",
+    );
+    sql.push_bind(filter.metric)
+        .push(" and m.bins = ")
+        .push_bind(filter.bins)
+        .push(" and m.stage = ")
+        .push_bind(filter.stage);
+    if let Some(d) = filter.dataset {
+        sql.push(" and m.dataset = ").push_bind(d);
+    }
+    if let Some(f) = filter.family {
+        sql.push(" and a.family = ").push_bind(f);
+    }
+    if let Some(v) = filter.min_accuracy {
+        sql.push(" and r.accuracy >= ").push_bind(v);
+    }
+    if let Some(v) = filter.max_accuracy {
+        sql.push(" and r.accuracy <= ").push_bind(v);
+    }
+    sql.push(format!(
+        " order by {order}, m.architecture_id, m.dataset limit "
+    ))
+    .push_bind(filter.limit)
+    .push(" offset ")
+    .push_bind(filter.offset);
+    sql.build_query_as().fetch_all(pool).await
+}
+
+/// `(series key, architecture ids, values)`: one series of figures aggregated in SQL
+/// (`array_agg` of ids and of values in one pass, so in the same row order); arrays come back in
+/// binary, much cheaper than one row per figure.
+pub type SeriesRow<K> = (K, Vec<i64>, Vec<f64>);
+
+/// A metric at one bin count and stage, one series per dataset.
+pub async fn series_by_dataset(
+    pool: &PgPool,
+    metric: &str,
+    bins: i32,
+    stage: &str,
+) -> sqlx::Result<Vec<SeriesRow<String>>> {
+    sqlx::query_as(
+        "select dataset, array_agg(architecture_id), array_agg(value) from calibration_metrics
+         where metric = $1 and bins = $2 and stage = $3 group by dataset",
+    )
+    .bind(metric)
+    .bind(bins)
+    .bind(stage)
+    .fetch_all(pool)
+    .await
+}
+
+/// A binned metric of one dataset and stage, one series per bin count in `low..=high`.
+pub async fn series_by_bins(
+    pool: &PgPool,
+    metric: &str,
+    stage: &str,
+    dataset: &str,
+    (low, high): (i32, i32),
+) -> sqlx::Result<Vec<SeriesRow<i32>>> {
+    sqlx::query_as(
+        "select bins, array_agg(architecture_id), array_agg(value) from calibration_metrics
+         where metric = $1 and stage = $2 and dataset = $3 and bins between $4 and $5
+         group by bins",
+    )
+    .bind(metric)
+    .bind(stage)
+    .bind(dataset)
+    .bind(low)
+    .bind(high)
+    .fetch_all(pool)
+    .await
+}
+
+/// The `metrics` of one dataset and stage, one series per metric at bin count `bins` (or 0,
+/// unbinned), keyed `metric@bins` or `metric`; the `= any(…)` predicates let PostgreSQL read
+/// only those rows from `calibration_metrics_dataset_idx`.
+pub async fn series_by_metric(
+    pool: &PgPool,
+    stage: &str,
+    dataset: &str,
+    bins: i32,
+    metrics: Vec<&'static str>,
+) -> sqlx::Result<Vec<SeriesRow<String>>> {
+    sqlx::query_as(
+        "select case when bins = 0 then metric else metric || '@' || bins end,
+                array_agg(architecture_id), array_agg(value)
+         from calibration_metrics where stage = $1 and dataset = $2 and bins = any(array[0, $3]) and metric = any($4)
+         group by metric, bins",
+    )
+    .bind(stage)
+    .bind(dataset)
+    .bind(bins)
+    .bind(metrics)
+    .fetch_all(pool)
+    .await
+}
+
+/// The architectures with a stored accuracy on `dataset` and those accuracies (same order;
+/// `None` when there are none).
+pub async fn accuracies(
+    pool: &PgPool,
+    dataset: &str,
+) -> sqlx::Result<(Option<Vec<i64>>, Option<Vec<f64>>)> {
+    sqlx::query_as(
+        "select array_agg(architecture_id), array_agg(accuracy) from calibration_runs
+         where dataset = $1 and accuracy is not null",
+    )
+    .bind(dataset)
+    .fetch_one(pool)
+    .await
+}
+
+/// What [`temperature_pairs`] groups architectures by.
+#[derive(Debug, Clone, Copy)]
+pub enum PairGroup<'a> {
+    /// The architecture's family (`(none)` without one).
+    Family,
+    /// The count of this op label in the architecture (as text, `0` when absent).
+    OpCount(&'a str),
+}
+
+/// `(group, pre, post)`: a metric at one bin count before and after temperature scaling, per
+/// architecture and dataset (only `dataset` when given).
+pub async fn temperature_pairs(
+    pool: &PgPool,
+    group: PairGroup<'_>,
+    metric: &str,
+    bins: i32,
+    dataset: Option<&str>,
+) -> sqlx::Result<Vec<(String, f64, f64)>> {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("select ");
+    match group {
+        PairGroup::Family => sql.push("coalesce(a.family, '(none)')"),
+        PairGroup::OpCount(op) => sql
+            .push("coalesce(a.op_counts ->> ")
+            .push_bind(op.to_string())
+            .push(", '0')"),
+    };
+    sql.push(
+        ", pre.value, post.value
+         from calibration_metrics pre
+         join calibration_metrics post on post.architecture_id = pre.architecture_id and post.dataset = pre.dataset
+           and post.metric = pre.metric and post.bins = pre.bins and post.stage = 'post'
+         join architectures a on a.id = pre.architecture_id
+         where pre.stage = 'pre' and pre.metric = ",
+    );
+    sql.push_bind(metric.to_string())
+        .push(" and pre.bins = ")
+        .push_bind(bins);
+    if let Some(d) = dataset {
+        sql.push(" and pre.dataset = ").push_bind(d.to_string());
+    }
+    sql.build_query_as().fetch_all(pool).await
+}
+
+/// The best-calibrated architectures of a dataset.
+#[derive(Debug, Serialize, FromRow, ToSchema)]
+pub struct BestEntry {
+    pub dataset: String,
+    pub architecture_id: i64,
+    pub name: Option<String>,
+    pub value: f64,
+    pub accuracy: Option<f64>,
+    #[schema(value_type = BTreeMap<String, u64>)]
+    pub op_counts: sqlx::types::Json<BTreeMap<String, u64>>,
+}
+
+/// The `limit` architectures with the lowest value of a metric (at one bin count and stage) per
+/// dataset (only `dataset` when given), best first.
+pub async fn best(
+    pool: &PgPool,
+    metric: &str,
+    bins: i32,
+    stage: &str,
+    dataset: Option<String>,
+    limit: i64,
+) -> sqlx::Result<Vec<BestEntry>> {
+    sqlx::query_as(
+        "select dataset, architecture_id, name, value, accuracy, op_counts from (
+           select m.dataset, m.architecture_id, a.name, m.value, r.accuracy, a.op_counts,
+                  row_number() over (partition by m.dataset order by m.value, m.architecture_id) as rank
+           from calibration_metrics m
+           join calibration_runs r using (architecture_id, dataset)
+           join architectures a on a.id = m.architecture_id
+           where m.metric = $1 and m.bins = $2 and m.stage = $3 and ($4::text is null or m.dataset = $4)
+         ) ranked where rank <= $5 order by dataset, rank",
+    )
+    .bind(metric)
+    .bind(bins)
+    .bind(stage)
+    .bind(dataset)
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

@@ -2,6 +2,7 @@
 //! when missing, migrations, and the queries shared by several front ends.
 
 pub mod architectures;
+pub mod benchmarks;
 pub mod calibration;
 pub mod embedded;
 pub mod jobs;

@@ -84,11 +84,15 @@ pub(super) fn check_source(meta: &NewArchitecture) -> Result<()> {
 /// The multipart form of an upload.
 #[derive(ToSchema)]
 #[allow(dead_code)] // documents the multipart body for OpenAPI only
+#[serde(deny_unknown_fields)] // `read_form` refuses other fields
 struct UploadForm {
     /// The ONNX file.
-    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
     file: Vec<u8>,
+    // A form field is text when present: optional, never null.
+    #[schema(nullable = false)]
     name: Option<String>,
+    #[schema(nullable = false)]
     family: Option<String>,
     #[schema(schema_with = source_schema)]
     source: Option<String>,
@@ -97,6 +101,13 @@ struct UploadForm {
 async fn read_multipart(form: Multipart, meta: &mut NewArchitecture) -> Result<Bytes> {
     let mut file = None;
     read_form(form, meta, |_, bytes| {
+        if file.is_some() {
+            return Err(Error::BadRequest(
+                "the multipart form has more than one `file` part (POST /v1/architectures/batch \
+                 takes several)"
+                    .into(),
+            ));
+        }
         file = Some(bytes);
         Ok(())
     })
@@ -104,13 +115,15 @@ async fn read_multipart(form: Multipart, meta: &mut NewArchitecture) -> Result<B
     file.ok_or_else(|| Error::BadRequest("the multipart form has no `file` part".into()))
 }
 
-/// Reads an upload form: `name`, `family` and `source` into `meta`, and each `file` part, with
-/// its filename, to `on_file` as it arrives (a batch refuses one too many before reading on).
+/// Reads an upload form: `name`, `family` and `source` into `meta` (each at most once), and each
+/// `file` part, with its filename, to `on_file` as it arrives (a batch refuses one too many
+/// before reading on).
 pub(super) async fn read_form(
     mut form: Multipart,
     meta: &mut NewArchitecture,
     mut on_file: impl FnMut(Option<String>, Bytes) -> Result<()>,
 ) -> Result<()> {
+    let mut given = std::collections::HashSet::new();
     while let Some(field) = form
         .next_field()
         .await
@@ -122,21 +135,29 @@ pub(super) async fn read_form(
             .bytes()
             .await
             .map_err(|e| Error::Rejection(e.status(), e.body_text()))?;
-        let text = || {
-            String::from_utf8(bytes.to_vec())
-                .map_err(|_| Error::BadRequest(format!("form field `{name}` is not UTF-8")))
-        };
-        match name.as_str() {
-            "file" => on_file(filename, bytes)?,
-            "name" => meta.name = Some(text()?),
-            "family" => meta.family = Some(text()?),
-            "source" => meta.source = Some(text()?),
+        let field = match name.as_str() {
+            "file" => {
+                on_file(filename, bytes)?;
+                continue;
+            }
+            "name" => &mut meta.name,
+            "family" => &mut meta.family,
+            "source" => &mut meta.source,
             _ => {
                 return Err(Error::BadRequest(format!(
                     "unknown form field `{name}` (expected file, name, family, source)"
                 )));
             }
+        };
+        // A second value would silently replace the first.
+        if !given.insert(name.clone()) {
+            return Err(Error::BadRequest(format!(
+                "form field `{name}` is given more than once"
+            )));
         }
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| Error::BadRequest(format!("form field `{name}` is not UTF-8")))?;
+        *field = Some(text);
     }
     Ok(())
 }
@@ -381,8 +402,9 @@ pub fn source_schema() -> utoipa::openapi::Object {
             .collect()
     };
     let names: Vec<String> = RESERVED_NAMESPACES.iter().map(|n| any_case(n)).collect();
+    // No NUL either, which PostgreSQL text cannot hold (400).
     let pattern = format!(
-        "^(?!\\s*(?:{})\\s*$)(?!\\s*{})",
+        "^(?!\\s*(?:{})\\s*$)(?!\\s*{})[^\\u0000]*$",
         names.join("|"),
         any_case(RESERVED_PREFIX)
     );
@@ -391,7 +413,7 @@ pub fn source_schema() -> utoipa::openapi::Object {
         .description(Some(
             "Where the model comes from (e.g. `torchvision`); not a namespace the importers \
              fill (`nb201`, `nb201-arch`, `nb-macro`, `lemur`, `naslib-zc`, `nas-bench-graph`, \
-             `naslib:*`, in any case).",
+             `naslib:*`, in any case); no NUL.",
         ))
         .pattern(Some(pattern))
         .build()

@@ -4,13 +4,14 @@
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
-use sqlx::FromRow;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ApiContext;
 use super::error::{Error, Problem, Result};
 use super::extract::Path;
+use crate::db::architectures as arch_store;
+use crate::db::benchmarks::{self as store, BenchmarkSummary, CellFigure};
 use crate::generate::nb201::nb201_index;
 use crate::generate::nb201_arch_strings;
 use crate::import::nb201::{ARCH_ALIAS, BENCHMARK as NB201};
@@ -21,52 +22,10 @@ pub fn router() -> OpenApiRouter<ApiContext> {
         .routes(routes!(nb201_cell))
 }
 
-/// One benchmark's holdings.
-#[derive(Debug, Serialize, FromRow, ToSchema)]
-struct BenchmarkSummary {
-    benchmark: String,
-    /// Distinct models / architectures (`nn`).
-    models: i64,
-    rows: i64,
-    /// Rows linked to a stored computation graph.
-    rows_with_graph: i64,
-    datasets: Vec<String>,
-    metrics: Vec<String>,
-    tasks: Vec<String>,
-}
-
 /// Benchmarks with their row counts, datasets and metrics.
 #[utoipa::path(get, path = "/v1/benchmarks", tag = "benchmarks", responses((status = 200, body = Vec<BenchmarkSummary>)))]
 async fn list_benchmarks(State(ctx): State<ApiContext>) -> Result<Json<Vec<BenchmarkSummary>>> {
-    let rows = sqlx::query_as(
-        "select benchmark, count(distinct nn) as models, count(*) as rows, count(architecture_id) as rows_with_graph,
-                array_agg(distinct dataset::text) as datasets, array_agg(distinct metric::text) as metrics,
-                array_agg(distinct task::text) as tasks
-         from results group by benchmark order by benchmark",
-    )
-    .fetch_all(&ctx.pool)
-    .await?;
-    Ok(Json(rows))
-}
-
-/// One figure of a cell.
-#[derive(Debug, Serialize, FromRow, ToSchema)]
-struct CellFigure {
-    dataset: String,
-    /// `train`, `valid`, `test`, `xvalid`, `xtest`, `ori-test` (NATS-Bench names).
-    split: Option<String>,
-    /// `acc` (percent), `loss`, `params_m` (millions).
-    metric: String,
-    /// Training budget in epochs (12 or 200).
-    epoch: Option<i32>,
-    value: Option<f64>,
-    /// Training time of the run(s), seconds (NATS simulated timings).
-    train_time_s: Option<f64>,
-    /// Seed of a single run; null for the mean over seeds.
-    seed: Option<i32>,
-    /// The run's training budget (tells apart the 12- and 200-epoch curves of one seed).
-    #[serde(skip)]
-    budget: Option<i32>,
+    Ok(Json(store::summaries(&ctx.pool).await?))
 }
 
 /// A NAS-Bench-201 cell: its graph and every figure (seed means and single runs).
@@ -123,29 +82,13 @@ async fn nb201_cell(
             .ok_or_else(|| Error::NotFound(format!("no NAS-Bench-201 cell {index} (0–15624)")))?;
         (index as i64, arch)
     };
-    let found: Option<(i64, i64, i64)> = sqlx::query_as(
-        "select a.id, a.params, a.macs from architecture_aliases x join architectures a on a.id = x.architecture_id
-         where x.namespace = $1 and x.value = $2",
-    )
-    .bind(ARCH_ALIAS)
-    .bind(&arch_str)
-    .fetch_optional(&ctx.pool)
-    .await?;
+    let found = arch_store::size_by_alias(&ctx.pool, ARCH_ALIAS, &arch_str).await?;
     let Some((architecture_id, params, macs)) = found else {
         return Err(Error::NotFound(format!(
             "NAS-Bench-201 cell {index} is not stored (import the nb201 data)"
         )));
     };
-    let figures: Vec<CellFigure> = sqlx::query_as(
-        "select dataset, split, metric, epoch, value, duration::float8 / 1e9 as train_time_s, seed,
-                (hyperparameters ->> 'epochs')::int as budget
-         from results where benchmark = $1 and nn = $2
-         order by dataset, metric, split, seed nulls first, budget, epoch",
-    )
-    .bind(NB201)
-    .bind(&arch_str)
-    .fetch_all(&ctx.pool)
-    .await?;
+    let figures = store::figures(&ctx.pool, NB201, &arch_str).await?;
     let (curve_points, figures): (Vec<CellFigure>, Vec<CellFigure>) = figures
         .into_iter()
         .partition(|f| f.metric.starts_with("curve_"));

@@ -11,7 +11,6 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -26,7 +25,8 @@ use crate::calibration::{
 };
 use crate::db::architectures as arch_store;
 use crate::db::calibration::{
-    self as store, BINNED_METRICS, CalibrationRecord, Figures, SCALAR_METRICS,
+    self as store, BINNED_METRICS, BestEntry, CalibrationRecord, CalibrationRow, Figures,
+    ListFilter, ListOrder, PairGroup, SCALAR_METRICS, SeriesRow,
 };
 
 /// Largest body of predictions (JSON or `.npz`): 10^6 scores as JSON, more as a compressed
@@ -388,6 +388,7 @@ pub struct GivenFigures {
 /// Computes calibration from predictions (same body as `/v1/calibration/compute`, JSON) or stores
 /// given figures (`{"pre": {...}, "post": {...}, "temperature": …}`), replacing what was stored
 /// for this architecture and dataset.
+// The macro keeps one JSON schema of the two: `spec::predictions_or_figures` states both.
 #[utoipa::path(put, path = "/v1/architectures/{id}/calibration/{dataset}", tag = "calibration",
     params(("id" = i64, Path, minimum = 1), ("dataset" = String, Path)),
     request_body(content((PredictionsBody = "application/json"), (GivenFigures = "application/json"), (Vec<u8> = "application/octet-stream"))),
@@ -627,20 +628,6 @@ struct ListQuery {
     offset: Option<i64>,
 }
 
-/// One stored figure with its architecture.
-#[derive(Debug, Serialize, FromRow, ToSchema)]
-struct CalibrationRow {
-    architecture_id: i64,
-    name: Option<String>,
-    family: Option<String>,
-    dataset: String,
-    stage: String,
-    metric: String,
-    bins: i32,
-    value: f64,
-    accuracy: Option<f64>,
-}
-
 /// Lists stored calibration figures of one metric, filtered and sorted.
 #[utoipa::path(get, path = "/v1/calibration", tag = "calibration", params(ListQuery),
     responses((status = 200, body = Vec<CalibrationRow>), (status = 400, body = Problem, content_type = "application/problem+json")))]
@@ -662,42 +649,24 @@ async fn list_calibration(
         ));
     }
     let order = match q.sort.unwrap_or_default() {
-        CalibrationSort::Value => "m.value asc",
-        CalibrationSort::ValueDesc => "m.value desc",
-        CalibrationSort::Accuracy => "r.accuracy asc nulls last",
-        CalibrationSort::AccuracyDesc => "r.accuracy desc nulls last",
+        CalibrationSort::Value => ListOrder::Value,
+        CalibrationSort::ValueDesc => ListOrder::ValueDesc,
+        CalibrationSort::Accuracy => ListOrder::Accuracy,
+        CalibrationSort::AccuracyDesc => ListOrder::AccuracyDesc,
     };
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-        "select m.architecture_id, a.name, a.family, m.dataset, m.stage, m.metric, m.bins, m.value, r.accuracy
-         from calibration_metrics m
-         join calibration_runs r using (architecture_id, dataset)
-         join architectures a on a.id = m.architecture_id
-         where m.metric = ",
-    );
-    sql.push_bind(metric.name())
-        .push(" and m.bins = ")
-        .push_bind(bins)
-        .push(" and m.stage = ")
-        .push_bind(stage);
-    if let Some(d) = q.dataset {
-        sql.push(" and m.dataset = ").push_bind(d);
-    }
-    if let Some(f) = q.family {
-        sql.push(" and a.family = ").push_bind(f);
-    }
-    if let Some(v) = q.min_accuracy {
-        sql.push(" and r.accuracy >= ").push_bind(v);
-    }
-    if let Some(v) = q.max_accuracy {
-        sql.push(" and r.accuracy <= ").push_bind(v);
-    }
-    sql.push(format!(
-        " order by {order}, m.architecture_id, m.dataset limit "
-    ))
-    .push_bind(limit)
-    .push(" offset ")
-    .push_bind(q.offset.unwrap_or(0));
-    Ok(Json(sql.build_query_as().fetch_all(&ctx.pool).await?))
+    let filter = ListFilter {
+        metric: metric.name(),
+        bins,
+        stage,
+        dataset: q.dataset,
+        family: q.family,
+        min_accuracy: q.min_accuracy,
+        max_accuracy: q.max_accuracy,
+        order,
+        limit,
+        offset: q.offset.unwrap_or(0),
+    };
+    Ok(Json(store::list(&ctx.pool, filter).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -750,18 +719,6 @@ enum GroupBy {
     Op,
 }
 
-/// The best-calibrated architectures of a dataset.
-#[derive(Debug, Serialize, FromRow, ToSchema)]
-struct BestEntry {
-    dataset: String,
-    architecture_id: i64,
-    name: Option<String>,
-    value: f64,
-    accuracy: Option<f64>,
-    #[schema(value_type = BTreeMap<String, u64>)]
-    op_counts: sqlx::types::Json<BTreeMap<String, u64>>,
-}
-
 /// The answer of an analysis; the field for its `kind` is set.
 #[derive(Debug, Serialize, ToSchema)]
 struct Analysis {
@@ -807,15 +764,7 @@ async fn analysis(
     let pool = &ctx.pool;
     match q.kind {
         AnalysisKind::Datasets => {
-            let rows: Vec<SeriesRow<String>> = sqlx::query_as(
-                "select dataset, array_agg(architecture_id), array_agg(value) from calibration_metrics
-                 where metric = $1 and bins = $2 and stage = $3 group by dataset",
-            )
-            .bind(metric)
-            .bind(bins)
-            .bind(stage)
-            .fetch_all(pool)
-            .await?;
+            let rows = store::series_by_dataset(pool, metric, bins, stage).await?;
             out.correlations =
                 Some(correlate_series(&ctx.cpu, series_map(rows, |d| d), None).await?);
         }
@@ -825,20 +774,8 @@ async fn analysis(
             }
             // two halves of the bin-count range, fetched concurrently (two backends)
             let dataset = need_dataset()?;
-            let half = |lo: i32, hi: i32| {
-                sqlx::query_as::<_, SeriesRow<i32>>(
-                    "select bins, array_agg(architecture_id), array_agg(value) from calibration_metrics
-                     where metric = $1 and stage = $2 and dataset = $3 and bins between $4 and $5
-                     group by bins",
-                )
-                .bind(metric)
-                .bind(stage)
-                .bind(&dataset)
-                .bind(lo)
-                .bind(hi)
-                .fetch_all(pool)
-            };
-            let (mut rows, high) = tokio::try_join!(half(i32::MIN, 20), half(21, i32::MAX))?;
+            let half = |range| store::series_by_bins(pool, metric, stage, &dataset, range);
+            let (mut rows, high) = tokio::try_join!(half((i32::MIN, 20)), half((21, i32::MAX)))?;
             rows.extend(high);
             // Keys sort numerically: zero-padded bin counts.
             let series = series_map(rows, |b| format!("{b:06}"));
@@ -855,12 +792,7 @@ async fn analysis(
         }
         AnalysisKind::Accuracy => {
             let dataset = need_dataset()?;
-            let runs = sqlx::query_as::<_, (Option<Vec<i64>>, Option<Vec<f64>>)>(
-                "select array_agg(architecture_id), array_agg(accuracy) from calibration_runs
-                 where dataset = $1 and accuracy is not null",
-            )
-            .bind(&dataset)
-            .fetch_one(pool);
+            let runs = store::accuracies(pool, &dataset);
             let (series, (ids, values)) =
                 tokio::try_join!(figures_at(pool, stage, &dataset, bins), async {
                     Ok(runs.await?)
@@ -872,34 +804,17 @@ async fn analysis(
             out.correlations = Some(correlate_series(&ctx.cpu, series, Some(accuracy)).await?);
         }
         AnalysisKind::Temperature => {
-            let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("select ");
-            match (q.group_by.unwrap_or_default(), &q.op) {
-                (GroupBy::Family, _) => sql.push("coalesce(a.family, '(none)')"),
-                (GroupBy::Op, Some(op)) => sql
-                    .push("coalesce(a.op_counts ->> ")
-                    .push_bind(op.clone())
-                    .push(", '0')"),
+            let group = match (q.group_by.unwrap_or_default(), &q.op) {
+                (GroupBy::Family, _) => PairGroup::Family,
+                (GroupBy::Op, Some(op)) => PairGroup::OpCount(op),
                 (GroupBy::Op, None) => {
                     return Err(Error::BadRequest(
                         "group_by=op needs `op` (an op label, e.g. Conv)".into(),
                     ));
                 }
             };
-            sql.push(
-                ", pre.value, post.value
-                 from calibration_metrics pre
-                 join calibration_metrics post on post.architecture_id = pre.architecture_id and post.dataset = pre.dataset
-                   and post.metric = pre.metric and post.bins = pre.bins and post.stage = 'post'
-                 join architectures a on a.id = pre.architecture_id
-                 where pre.stage = 'pre' and pre.metric = ",
-            );
-            sql.push_bind(metric)
-                .push(" and pre.bins = ")
-                .push_bind(bins);
-            if let Some(d) = &q.dataset {
-                sql.push(" and pre.dataset = ").push_bind(d.clone());
-            }
-            let triples: Vec<(String, f64, f64)> = sql.build_query_as().fetch_all(pool).await?;
+            let triples =
+                store::temperature_pairs(pool, group, metric, bins, q.dataset.as_deref()).await?;
             out.groups = Some(analysis::temperature_effect(&triples));
         }
         AnalysisKind::Best => {
@@ -907,23 +822,7 @@ async fn analysis(
             if !(1..=100).contains(&limit) {
                 return Err(Error::BadRequest("limit must be 1–100".into()));
             }
-            let best: Vec<BestEntry> = sqlx::query_as(
-                "select dataset, architecture_id, name, value, accuracy, op_counts from (
-                   select m.dataset, m.architecture_id, a.name, m.value, r.accuracy, a.op_counts,
-                          row_number() over (partition by m.dataset order by m.value, m.architecture_id) as rank
-                   from calibration_metrics m
-                   join calibration_runs r using (architecture_id, dataset)
-                   join architectures a on a.id = m.architecture_id
-                   where m.metric = $1 and m.bins = $2 and m.stage = $3 and ($4::text is null or m.dataset = $4)
-                 ) ranked where rank <= $5 order by dataset, rank",
-            )
-            .bind(metric)
-            .bind(bins)
-            .bind(stage)
-            .bind(q.dataset.clone())
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+            let best = store::best(pool, metric, bins, stage, q.dataset.clone(), limit).await?;
             out.best = Some(best);
         }
     }
@@ -936,11 +835,6 @@ fn kind_name(kind: AnalysisKind) -> String {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
-
-/// `(series key, architecture ids, values)`: one series of figures aggregated in SQL
-/// (`array_agg` of ids and of values in one pass, so in the same row order); arrays come back in
-/// binary, much cheaper than one row per figure.
-type SeriesRow<K> = (K, Vec<i64>, Vec<f64>);
 
 fn series_map<K>(
     rows: Vec<SeriesRow<K>>,
@@ -967,8 +861,7 @@ async fn correlate_series(
 }
 
 /// Every calibration figure (accuracy excluded) of a dataset and stage at one bin count, as
-/// `(metric@bins or metric, architecture, value)`; the `= any(…)` predicates let PostgreSQL read
-/// only those rows from `calibration_metrics_dataset_idx`.
+/// `(metric@bins or metric, architecture, value)`.
 async fn figures_at(
     pool: &sqlx::PgPool,
     stage: &str,
@@ -983,19 +876,7 @@ async fn figures_at(
         .collect();
     // two halves of the metric list, fetched concurrently (two backends)
     let (first, second) = metrics.split_at(metrics.len() / 2);
-    let half = |names: Vec<&'static str>| {
-        sqlx::query_as::<_, SeriesRow<String>>(
-            "select case when bins = 0 then metric else metric || '@' || bins end,
-                    array_agg(architecture_id), array_agg(value)
-             from calibration_metrics where stage = $1 and dataset = $2 and bins = any(array[0, $3]) and metric = any($4)
-             group by metric, bins",
-        )
-        .bind(stage)
-        .bind(dataset)
-        .bind(bins)
-        .bind(names)
-        .fetch_all(pool)
-    };
+    let half = |names| store::series_by_metric(pool, stage, dataset, bins, names);
     let (mut rows, rest) = tokio::try_join!(half(first.to_vec()), half(second.to_vec()))?;
     rows.extend(rest);
     Ok(series_map(rows, |k| k))

@@ -7,6 +7,9 @@ use axum::http::request::Parts;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::Parameter;
+use utoipa::openapi::schema::{ArrayItems, Schema, SchemaType, Type};
 
 use super::error::{Error, Result};
 
@@ -20,10 +23,22 @@ pub struct Path<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(Error))]
 pub struct Query<T>(pub T);
 
-/// Query parameters where a name may repeat (`?benchmark=a&benchmark=b` fills a `Vec`).
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum_extra::extract::Query), rejection(Error))]
+/// Query parameters where a name may repeat (`?benchmark=a&benchmark=b` fills a `Vec`); 400
+/// when one does not parse, or is given empty where its schema does not admit `""` (the form
+/// parser would read `?format=` as an absent `format`).
+#[derive(Debug)]
 pub struct MultiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + IntoParams> FromRequestParts<S> for MultiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        let given =
+            axum_extra::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)?.0;
+        refuse_empty(&given, &T::into_params(|| None))?;
+        multi_query(parts).map(MultiQuery)
+    }
+}
 
 /// A JSON body; 400 when it is not JSON, 415 without a JSON type, 422 when it has the wrong
 /// shape. A whole number written with a fraction (`50.0`) is an integer, as in JSON Schema.
@@ -72,13 +87,59 @@ pub struct Strict<T>(pub T);
 
 /// A tuple of parameter sets that [`Strict`] parses from one query string.
 pub trait ParamSets: Sized {
-    /// Every declared parameter name.
-    fn names() -> Vec<String>;
+    /// Every declared parameter.
+    fn declared() -> Vec<Parameter>;
     fn parse(parts: &mut Parts) -> Result<Self>;
 }
 
-fn names_of<T: IntoParams>() -> impl Iterator<Item = String> {
-    T::into_params(|| None).into_iter().map(|p| p.name)
+/// A 400 for the first parameter given with an empty value that its schema does not admit (an
+/// enum without `""`, a number, a boolean, a string with a minimum length): the form parser
+/// would read it as absent, so a value outside the schema would be accepted.
+fn refuse_empty(given: &[(String, String)], declared: &[Parameter]) -> Result<()> {
+    for (name, value) in given {
+        if !value.is_empty() {
+            continue;
+        }
+        let schema = declared
+            .iter()
+            .find(|p| &p.name == name)
+            .and_then(|p| p.schema.as_ref());
+        if schema.is_some_and(|s| !admits_empty(s)) {
+            return Err(Error::BadRequest(format!(
+                "parameter `{name}` is empty; give a value or leave it out"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `""` is a valid value of a query parameter with this schema (of each value, for an
+/// array). A reference is not followed, and admits it.
+fn admits_empty(schema: &RefOr<Schema>) -> bool {
+    let RefOr::T(schema) = schema else {
+        return true;
+    };
+    match schema {
+        Schema::Object(o) => match &o.enum_values {
+            Some(values) => values.iter().any(|v| v.as_str() == Some("")),
+            None => {
+                let string = match &o.schema_type {
+                    SchemaType::Type(t) => *t == Type::String,
+                    SchemaType::Array(types) => types.contains(&Type::String),
+                    SchemaType::AnyValue => true,
+                };
+                string && o.min_length.unwrap_or(0) == 0
+            }
+        },
+        Schema::Array(a) => match &a.items {
+            ArrayItems::RefOrSchema(items) => admits_empty(items),
+            ArrayItems::False => false,
+        },
+        Schema::OneOf(s) => s.items.iter().any(admits_empty),
+        Schema::AnyOf(s) => s.items.iter().any(admits_empty),
+        Schema::AllOf(s) => s.items.iter().all(admits_empty),
+        _ => true,
+    }
 }
 
 /// One parameter set, through [`axum_extra::extract::Query`]'s extractor (its errors name the
@@ -93,10 +154,10 @@ fn multi_query<T: DeserializeOwned>(parts: &mut Parts) -> Result<T> {
 macro_rules! param_sets {
     ($($t:ident),+) => {
         impl<$($t: DeserializeOwned + IntoParams),+> ParamSets for ($($t,)+) {
-            fn names() -> Vec<String> {
-                let mut names = Vec::new();
-                $(names.extend(names_of::<$t>());)+
-                names
+            fn declared() -> Vec<Parameter> {
+                let mut declared = Vec::new();
+                $(declared.extend($t::into_params(|| None));)+
+                declared
             }
 
             fn parse(parts: &mut Parts) -> Result<Self> {
@@ -117,13 +178,18 @@ impl<S: Send + Sync, T: ParamSets> FromRequestParts<S> for Strict<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
         let given =
             axum_extra::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)?.0;
-        let names = T::names();
-        if let Some((unknown, _)) = given.iter().find(|(k, _)| !names.contains(k)) {
+        let declared = T::declared();
+        if let Some((unknown, _)) = given
+            .iter()
+            .find(|(k, _)| !declared.iter().any(|p| &p.name == k))
+        {
+            let names: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
             return Err(Error::BadRequest(format!(
                 "unknown parameter `{unknown}` (known: {})",
                 names.join(", ")
             )));
         }
+        refuse_empty(&given, &declared)?;
         T::parse(parts).map(Strict)
     }
 }
@@ -191,6 +257,43 @@ mod tests {
         assert!(
             matches!(&err, Error::Rejection(s, m) if *s == 400 && m.contains("limit")),
             "the error names the parameter: {err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_value_outside_the_schema_is_refused() {
+        #[derive(Debug, Deserialize, IntoParams)]
+        #[into_params(parameter_in = Query)]
+        struct Choice {
+            #[param(inline)]
+            format: Option<Format>,
+        }
+        #[derive(Debug, Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "lowercase")]
+        enum Format {
+            Json,
+        }
+        let err = strict("/x?limit=").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::BadRequest(m) if m.contains("`limit` is empty")),
+            "{err:?}"
+        );
+        strict("/x?nn=").await.expect("an empty string is a string");
+        let multi = |uri: &str| {
+            let (mut parts, ()) = axum::http::Request::get(uri).body(()).unwrap().into_parts();
+            MultiQuery::<Choice>::from_request_parts(&mut parts, &())
+                .now_or_never()
+                .unwrap()
+        };
+        assert!(matches!(
+            multi("/x?format=json").unwrap().0.format,
+            Some(Format::Json)
+        ));
+        assert!(multi("/x").unwrap().0.format.is_none());
+        let err = multi("/x?format=").unwrap_err();
+        assert!(
+            matches!(&err, Error::BadRequest(m) if m.contains("`format` is empty")),
+            "{err:?}"
         );
     }
 }

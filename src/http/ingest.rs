@@ -36,17 +36,22 @@ struct BatchQuery {
     /// Model family of every file (e.g. `resnet`, `nb201`).
     family: Option<String>,
     /// Where the files come from; the alias namespace of their names (default `upload`).
+    #[param(schema_with = super::architectures::source_schema)]
     source: Option<String>,
 }
 
 /// The multipart form of a batch.
 #[derive(ToSchema)]
 #[allow(dead_code)] // documents the multipart body for OpenAPI only
+#[serde(deny_unknown_fields)] // `read_form` refuses other fields
 struct BatchForm {
     /// The ONNX files, one `file` part each; the part's filename names the file.
     #[schema(schema_with = file_parts)]
     file: Vec<Vec<u8>>,
+    // A form field is text when present: optional, never null.
+    #[schema(nullable = false)]
     family: Option<String>,
+    #[schema(schema_with = super::architectures::source_schema)]
     source: Option<String>,
 }
 
@@ -59,6 +64,7 @@ fn file_parts() -> utoipa::openapi::schema::Array {
                 .schema_type(Type::String)
                 .content_media_type("application/octet-stream"),
         )
+        .min_items(Some(1))
         .description(Some(
             "The ONNX files, one `file` part each; the part's filename names the file.",
         ))

@@ -17,7 +17,7 @@ use super::ApiContext;
 use super::error::{Error, Problem, Result};
 use super::extract::{JsonBody, Path, Query};
 use super::registry::{Loaded, Neighbour, ServedRecipe};
-use crate::db::architectures::StoredGraph;
+use crate::db::architectures::{self as arch_store, StoredGraph};
 use crate::db::predictors::{self as store, Target};
 use crate::generate::{nb201_arch_strings, nb201_model};
 use crate::graph::BuildOptions;
@@ -544,15 +544,10 @@ async fn link_lemur_neighbours(ctx: &ApiContext, results: &mut [PredictorResult]
     if aliases.is_empty() {
         return Ok(());
     }
-    let ids: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-        "select value, architecture_id from architecture_aliases
-          where namespace = 'lemur' and value = any($1)",
-    )
-    .bind(&aliases)
-    .fetch_all(&ctx.pool)
-    .await?
-    .into_iter()
-    .collect();
+    let ids: HashMap<String, i64> = arch_store::ids_by_alias(&ctx.pool, "lemur", &aliases)
+        .await?
+        .into_iter()
+        .collect();
     for n in results
         .iter_mut()
         .flat_map(|r| &mut r.predictions)
@@ -771,11 +766,7 @@ async fn stored_items(ctx: &ApiContext, ids: &[i64]) -> Result<Vec<Item>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(i64, i64, i64)> =
-        sqlx::query_as("select id, params, macs from architectures where id = any($1)")
-            .bind(ids)
-            .fetch_all(&ctx.pool)
-            .await?;
+    let rows = arch_store::sizes(&ctx.pool, ids).await?;
     let known: HashMap<i64, (i64, i64)> = rows.into_iter().map(|(id, p, m)| (id, (p, m))).collect();
     ids.iter()
         .map(|id| {
@@ -813,16 +804,7 @@ async fn nb201_items(ctx: &ApiContext, cells: &[Nb201Cell]) -> Result<Vec<Item>>
     }
     let namespaces: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let values: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
-        "select a.namespace, a.value, a.architecture_id, r.params, r.macs
-           from architecture_aliases a
-           join unnest($1::text[], $2::text[]) as k(ns, v) on a.namespace = k.ns and a.value = k.v
-           join architectures r on r.id = a.architecture_id",
-    )
-    .bind(&namespaces)
-    .bind(&values)
-    .fetch_all(&ctx.pool)
-    .await?;
+    let rows = arch_store::sizes_by_aliases(&ctx.pool, &namespaces, &values).await?;
     let found: HashMap<(String, String), (i64, i64, i64)> = rows
         .into_iter()
         .map(|(n, v, id, params, macs)| ((n, v), (id, params, macs)))
@@ -920,14 +902,10 @@ async fn onnx_items(ctx: &ApiContext, uploads: Vec<Bytes>) -> Result<Vec<Item>> 
         .await
         .map_err(|e| Error::Internal(e.into()))??;
     let hashes: Vec<&str> = parsed.iter().map(|(h, _)| h.as_str()).collect();
-    let known: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-        "select graph_hash, id from architectures where graph_hash = any($1)",
-    )
-    .bind(&hashes)
-    .fetch_all(&ctx.pool)
-    .await?
-    .into_iter()
-    .collect();
+    let known: HashMap<String, i64> = arch_store::ids_by_hash(&ctx.pool, &hashes)
+        .await?
+        .into_iter()
+        .collect();
     Ok(parsed
         .into_iter()
         .map(|(hash, mut item)| {
@@ -1033,7 +1011,7 @@ async fn similar(
     let embedding = match loaded.index.get(id) {
         Some(row) => row.embedding.clone(),
         None => {
-            let graph = crate::db::architectures::graph(&ctx.pool, id)
+            let graph = arch_store::graph(&ctx.pool, id)
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("no architecture with id {id}")))?;
             let loaded = loaded.clone();

@@ -7,6 +7,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response as HttpResponse};
+use utoipa::openapi::encoding::EncodingBuilder;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{
@@ -62,6 +63,121 @@ pub fn complete(spec: &mut OpenApi) {
         false,
     );
     some_of(spec, "PredictionsBody", &["probs", "logits"], true);
+    predictions_or_figures(spec);
+    file_part_encoding(spec);
+    // The bodies stored as a job's parameters (jsonb, which cannot hold NUL: the server answers
+    // 400).
+    for component in ["TrainRequest", "FinetuneRequest", "Target"] {
+        no_nul_in_properties(spec, component);
+    }
+}
+
+/// `PUT …/calibration/{dataset}` reads a JSON body with `pre` as given figures and any other as
+/// predictions; the macro keeps one schema per media type, so both are stated here.
+fn predictions_or_figures(spec: &mut OpenApi) {
+    let Some(json) = spec
+        .paths
+        .paths
+        .get_mut("/v1/architectures/{id}/calibration/{dataset}")
+        .and_then(|item| item.put.as_mut())
+        .and_then(|operation| operation.request_body.as_mut())
+        .and_then(|body| match body {
+            RefOr::T(body) => body.content.get_mut("application/json"),
+            RefOr::Ref(_) => None,
+        })
+        .and_then(|content| match content {
+            RefOr::T(content) => Some(content),
+            RefOr::Ref(_) => None,
+        })
+    else {
+        return;
+    };
+    let predictions = AllOfBuilder::new()
+        .item(Ref::from_schema_name("PredictionsBody"))
+        .item(ObjectBuilder::new().property("pre", ObjectBuilder::new().schema_type(Type::Null)));
+    let either = OneOfBuilder::new()
+        .item(predictions)
+        .item(Ref::from_schema_name("GivenFigures"))
+        .description(Some(
+            "Predictions (without `pre`), or given figures (with `pre`).",
+        ));
+    json.schema = Some(either.into());
+}
+
+/// Declares the media type of each file part of a multipart form (a property with a
+/// `contentMediaType`, or an array of them) in the form's `encoding`, where OpenAPI reads a
+/// part's `Content-Type` from.
+fn file_part_encoding(spec: &mut OpenApi) {
+    let Some(components) = spec.components.as_ref().map(|c| c.schemas.clone()) else {
+        return;
+    };
+    let media_type = |schema: &RefOr<Schema>| {
+        match schema {
+            RefOr::T(Schema::Object(o)) => Some(o.content_media_type.clone()),
+            RefOr::T(Schema::Array(a)) => match &a.items {
+                ArrayItems::RefOrSchema(items) => match items.as_ref() {
+                    RefOr::T(Schema::Object(o)) => Some(o.content_media_type.clone()),
+                    _ => None,
+                },
+                ArrayItems::False => None,
+            },
+            _ => None,
+        }
+        .filter(|m| !m.is_empty())
+    };
+    for item in spec.paths.paths.values_mut() {
+        for operation in [&mut item.post, &mut item.put].into_iter().flatten() {
+            let Some(form) = operation
+                .request_body
+                .as_mut()
+                .and_then(|body| match body {
+                    RefOr::T(body) => body.content.get_mut("multipart/form-data"),
+                    RefOr::Ref(_) => None,
+                })
+                .and_then(|content| match content {
+                    RefOr::T(content) => Some(content),
+                    RefOr::Ref(_) => None,
+                })
+            else {
+                continue;
+            };
+            let Some(RefOr::Ref(form_ref)) = &form.schema else {
+                continue;
+            };
+            let name = form_ref.ref_location.rsplit('/').next().unwrap_or_default();
+            let Some(RefOr::T(Schema::Object(object))) = components.get(name) else {
+                continue;
+            };
+            for (property, schema) in &object.properties {
+                if let Some(media_type) = media_type(schema) {
+                    form.encoding.insert(
+                        property.clone(),
+                        EncodingBuilder::new()
+                            .content_type(Some(media_type))
+                            .build(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// [`no_nul`] on each property of a component schema.
+fn no_nul_in_properties(spec: &mut OpenApi, component: &str) {
+    let Some(RefOr::T(Schema::Object(object))) = spec
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut(component))
+    else {
+        return;
+    };
+    for property in object.properties.values_mut() {
+        let mut schema = Some(property.clone());
+        no_nul(&mut schema);
+        if let Some(schema) = schema {
+            *property = schema;
+        }
+    }
 }
 
 /// Requires at least one (or, with `exactly_one`, exactly one) of the array `fields` of the
@@ -145,14 +261,16 @@ fn rejections(operation: &mut Operation, scope: Scope) {
     }
 }
 
-/// Text parameters exclude NUL, which PostgreSQL text cannot hold (the server answers 400).
+/// Text parameters (and nullable text) exclude NUL, which PostgreSQL text cannot hold (the server
+/// answers 400).
 fn no_nul(schema: &mut Option<RefOr<Schema>>) {
     let Some(RefOr::T(schema)) = schema else {
         return;
     };
     match schema {
         Schema::Object(object)
-            if object.schema_type == SchemaType::Type(Type::String)
+            if (object.schema_type == SchemaType::Type(Type::String)
+                || object.schema_type == SchemaType::Array(vec![Type::String, Type::Null]))
                 && object.pattern.is_none()
                 && object.enum_values.is_none()
                 && object.format.is_none() =>

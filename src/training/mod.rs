@@ -22,10 +22,16 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use utoipa::Number;
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{
+    AdditionalProperties, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType,
+    Type,
+};
 
 use crate::db::jobs;
 use crate::db::predictors::{self, IndexRow, NewPredictor, PredictorKind, Target};
+use crate::predict::model::TargetScores;
 use crate::predict::{
     Backend, EpochReport, FinetuneConfig, Predictor, PreparedGraph, TrainConfig, TrainSample,
 };
@@ -43,12 +49,14 @@ pub struct TrainRequest {
     #[serde(default)]
     #[schema(minimum = 2, maximum = 1000000)]
     pub train_size: Option<usize>,
+    /// Seed of the split and of training (any `u64`).
     #[serde(default)]
+    #[schema(schema_with = seed_schema)]
     pub seed: u64,
     /// Overrides of the training settings (`TrainConfig` fields, e.g. `{"epochs": 50,
     /// "ensemble": 1, "contrastive": {"epochs": 0}}`); unknown fields are an error.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = train_settings_schema)]
     pub config: serde_json::Value,
     /// Activate the predictor when it is registered.
     #[serde(default)]
@@ -70,11 +78,13 @@ pub struct FinetuneRequest {
     #[serde(default = "default_shots")]
     #[schema(minimum = 2, maximum = 100000)]
     pub samples: usize,
+    /// Seed of the draw of the samples and of training (any `u64`).
     #[serde(default)]
+    #[schema(schema_with = seed_schema)]
     pub seed: u64,
     /// Overrides of `FinetuneConfig` (epochs, learning_rate, tune_readout, recalibrate, …).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = finetune_settings_schema)]
     pub config: serde_json::Value,
     #[serde(default)]
     pub activate: bool,
@@ -82,6 +92,133 @@ pub struct FinetuneRequest {
 
 fn default_shots() -> usize {
     50
+}
+
+/// A seed: any `u64` (the document's `int64` would stop at 2^63 − 1).
+fn seed_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::Custom("uint64".into())))
+        .minimum(Some(Number::UInt(0)))
+        .maximum(Some(Number::UInt(u64::MAX as usize)))
+        .build()
+}
+
+/// The `config` of a train request: the training settings' names, types and ranges.
+fn train_settings_schema() -> Object {
+    settings_schema(
+        &serde_json::to_value(TrainConfig::default()).expect("settings serialise"),
+        TRAIN_RANGES,
+        "Overrides of the training settings (`TrainConfig` fields, e.g. `{\"epochs\": 50, \
+         \"ensemble\": 1, \"contrastive\": {\"epochs\": 0}}`); unknown fields are an error.",
+    )
+}
+
+/// The `config` of a fine-tune request.
+fn finetune_settings_schema() -> Object {
+    settings_schema(
+        &serde_json::to_value(FinetuneConfig::default()).expect("settings serialise"),
+        FINETUNE_RANGES,
+        "Overrides of `FinetuneConfig` (epochs, learning_rate, tune_readout, recalibrate, …); \
+         unknown fields are an error.",
+    )
+}
+
+/// The schema of a settings override as [`with_overrides`] takes it, read off the settings'
+/// JSON form (`defaults`): an object (or null: no overrides) of the settings' names only, each
+/// of its type (an integer setting is a `usize`/`u64`, a float an `f64`), objects nesting, with
+/// the `ranges` a validation enforces.
+fn settings_schema(defaults: &serde_json::Value, ranges: &[Range], description: &str) -> Object {
+    fn schema(value: &serde_json::Value, path: &str, ranges: &[Range]) -> Schema {
+        use serde_json::Value;
+        let range = ranges.iter().find(|r| r.0 == path);
+        let numeric = |ty: Type, min: Number, max: Number| {
+            let (min, max) = match (range, &ty) {
+                (Some(&(_, lo, hi)), Type::Integer) => {
+                    (Number::UInt(lo as usize), Number::UInt(hi as usize))
+                }
+                (Some(&(_, lo, hi)), _) => (Number::Float(lo), Number::Float(hi)),
+                (None, _) => (min, max),
+            };
+            ObjectBuilder::new()
+                .schema_type(ty)
+                .minimum(Some(min))
+                .maximum(Some(max))
+                .build()
+                .into()
+        };
+        match (path, value) {
+            ("backend", _) => {
+                // `"cpu"`, or `{"cuda": ordinal}`, as the settings (de)serialise.
+                let cpu = serde_json::to_value(Backend::Cpu).expect("serialises");
+                let cuda = serde_json::to_value(Backend::Cuda(0)).expect("serialises");
+                let (cuda_key, _) = cuda
+                    .as_object()
+                    .and_then(|o| o.iter().next())
+                    .expect("a variant with a value is an object");
+                OneOfBuilder::new()
+                    .item(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some([cpu.clone()])),
+                    )
+                    .item(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Object)
+                            .property(cuda_key, schema(&Value::from(0u64), "backend.cuda", ranges))
+                            .required(cuda_key)
+                            .additional_properties(Some(AdditionalProperties::FreeForm(false))),
+                    )
+                    .description(Some(format!("{cpu}, or `{{\"{cuda_key}\": ordinal}}`")))
+                    .into()
+            }
+            ("target_scores", _) => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(
+                    [
+                        TargetScores::Z,
+                        TargetScores::Uniform,
+                        TargetScores::Logistic,
+                    ]
+                    .map(|t| serde_json::to_value(t).expect("serialises")),
+                ))
+                .into(),
+            (_, Value::Bool(_)) => ObjectBuilder::new().schema_type(Type::Boolean).into(),
+            (_, Value::Number(n)) if n.is_u64() => numeric(
+                Type::Integer,
+                Number::UInt(0),
+                Number::UInt(u64::MAX as usize),
+            ),
+            (_, Value::Number(_)) => numeric(
+                Type::Number,
+                Number::Float(-f64::MAX),
+                Number::Float(f64::MAX),
+            ),
+            (_, Value::Object(fields)) => {
+                let mut object = ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+                for (name, value) in fields {
+                    let here = if path.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    object = object.property(name, schema(value, &here, ranges));
+                }
+                object.into()
+            }
+            (_, Value::String(_)) => ObjectBuilder::new().schema_type(Type::String).into(),
+            (_, Value::Array(_) | Value::Null) => Schema::Object(Object::new()),
+        }
+    }
+    let Schema::Object(mut object) = schema(defaults, "", ranges) else {
+        unreachable!("settings are an object")
+    };
+    // `null` is no overrides.
+    object.schema_type = SchemaType::from_iter([Type::Object, Type::Null]);
+    object.description = Some(description.to_string());
+    object
 }
 
 /// The job a run belongs to, so that registering it also completes the job (only if this
@@ -177,32 +314,7 @@ pub fn validate_train(request: &TrainRequest) -> Result<TrainConfig> {
         bail!("train_size must be in 2..=1000000");
     }
     let config = with_overrides(&TrainConfig::default(), &request.config)?;
-    let c = &config;
-    check_ranges(&[
-        ("ensemble", c.ensemble as f64, 1.0, 16.0),
-        ("epochs", c.epochs as f64, 1.0, 2_000.0),
-        ("batch_size", c.batch_size as f64, 1.0, 4_096.0),
-        ("head_hidden", c.head_hidden as f64, 1.0, 1_024.0),
-        ("head_epochs", c.head_epochs as f64, 0.0, 2_000.0),
-        ("clusters", c.clusters as f64, 1.0, 64.0),
-        ("encoder.hidden", c.encoder.hidden as f64, 1.0, 512.0),
-        ("encoder.layers", c.encoder.layers as f64, 1.0, 32.0),
-        ("encoder.embedding", c.encoder.embedding as f64, 1.0, 512.0),
-        (
-            "contrastive.epochs",
-            c.contrastive.epochs as f64,
-            0.0,
-            500.0,
-        ),
-        (
-            "contrastive.batch_size",
-            c.contrastive.batch_size as f64,
-            2.0,
-            4_096.0,
-        ),
-        ("learning_rate", c.learning_rate, 1e-7, 1.0),
-        ("validation_fraction", c.validation_fraction, 0.0, 0.5),
-    ])?;
+    check_ranges(&serde_json::to_value(&config)?, TRAIN_RANGES)?;
     Ok(config)
 }
 
@@ -212,17 +324,47 @@ pub fn validate_finetune(request: &FinetuneRequest) -> Result<FinetuneConfig> {
         bail!("samples must be in 2..=100000");
     }
     let config = with_overrides(&FinetuneConfig::default(), &request.config)?;
-    check_ranges(&[
-        ("epochs", config.epochs as f64, 1.0, 2_000.0),
-        ("batch_size", config.batch_size as f64, 1.0, 4_096.0),
-        ("learning_rate", config.learning_rate, 1e-7, 1.0),
-    ])?;
+    check_ranges(&serde_json::to_value(&config)?, FINETUNE_RANGES)?;
     Ok(config)
 }
 
-/// Fails naming the first setting outside its range (`name`, value, minimum, maximum).
-fn check_ranges(settings: &[(&str, f64, f64, f64)]) -> Result<()> {
-    for &(name, value, min, max) in settings {
+/// A setting's range: its path in the settings' JSON form (`encoder.hidden`), minimum and
+/// maximum (inclusive).
+type Range = (&'static str, f64, f64);
+
+/// The ranges of the training settings a request may set ([`validate_train`]; the API
+/// document declares them).
+const TRAIN_RANGES: &[Range] = &[
+    ("ensemble", 1.0, 16.0),
+    ("epochs", 1.0, 2_000.0),
+    ("batch_size", 1.0, 4_096.0),
+    ("head_hidden", 1.0, 1_024.0),
+    ("head_epochs", 0.0, 2_000.0),
+    ("clusters", 1.0, 64.0),
+    ("encoder.hidden", 1.0, 512.0),
+    ("encoder.layers", 1.0, 32.0),
+    ("encoder.embedding", 1.0, 512.0),
+    ("contrastive.epochs", 0.0, 500.0),
+    ("contrastive.batch_size", 2.0, 4_096.0),
+    ("learning_rate", 1e-7, 1.0),
+    ("validation_fraction", 0.0, 0.5),
+];
+
+/// The ranges of the fine-tuning settings ([`validate_finetune`]).
+const FINETUNE_RANGES: &[Range] = &[
+    ("epochs", 1.0, 2_000.0),
+    ("batch_size", 1.0, 4_096.0),
+    ("learning_rate", 1e-7, 1.0),
+];
+
+/// Fails naming the first setting of `settings` (their JSON form) outside its range.
+fn check_ranges(settings: &serde_json::Value, ranges: &[Range]) -> Result<()> {
+    for &(name, min, max) in ranges {
+        let value = name
+            .split('.')
+            .try_fold(settings, |v, key| v.get(key))
+            .and_then(serde_json::Value::as_f64)
+            .with_context(|| format!("no numeric setting {name}"))?;
         if !(min..=max).contains(&value) {
             bail!("{name} = {value} is outside its range {min}..={max}");
         }
@@ -658,5 +800,64 @@ mod tests {
             let error = format!("{:#}", validate_train(&request(config)).unwrap_err());
             assert!(error.contains(name), "{error}");
         }
+    }
+
+    #[test]
+    fn the_settings_schema_names_every_setting_with_its_range() {
+        let schema = serde_json::to_value(train_settings_schema()).unwrap();
+        assert_eq!(schema["type"], serde_json::json!(["object", "null"]));
+        assert_eq!(schema["additionalProperties"], false);
+        let defaults = serde_json::to_value(TrainConfig::default()).unwrap();
+        let names = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(names(&schema["properties"]), names(&defaults));
+        let encoder = &schema["properties"]["encoder"];
+        assert_eq!(encoder["additionalProperties"], false);
+        assert_eq!(
+            names(&encoder["properties"]),
+            names(&defaults["encoder"]),
+            "nested settings are objects of their own names"
+        );
+        assert_eq!(encoder["properties"]["hidden"]["type"], "integer");
+        assert_eq!(encoder["properties"]["hidden"]["maximum"], 512);
+        assert_eq!(schema["properties"]["learning_rate"]["type"], "number");
+        assert_eq!(schema["properties"]["learning_rate"]["minimum"], 1e-7);
+        assert_eq!(schema["properties"]["epochs"]["maximum"], 2000);
+        assert_eq!(schema["properties"]["seed"]["maximum"], u64::MAX);
+        assert_eq!(schema["properties"]["flops_transform"]["type"], "boolean");
+        assert_eq!(
+            schema["properties"]["target_scores"]["enum"],
+            serde_json::json!(["z", "uniform", "logistic"])
+        );
+        assert_eq!(
+            schema["properties"]["backend"]["oneOf"][0]["enum"],
+            serde_json::json!(["cpu"])
+        );
+        // Every range names a numeric setting, and the schema's choices are settings.
+        let request = |config: serde_json::Value| -> TrainRequest {
+            serde_json::from_value(serde_json::json!({
+                "target": {"benchmark": "nb201", "dataset": "cifar10", "metric": "acc"},
+                "config": config
+            }))
+            .unwrap()
+        };
+        assert!(validate_train(&request(serde_json::Value::Null)).is_ok());
+        for config in [
+            serde_json::json!({"backend": {"cuda": 1}, "target_scores": "logistic"}),
+            serde_json::json!({"backend": "cpu", "seed": u64::MAX}),
+        ] {
+            validate_train(&request(config.clone())).unwrap_or_else(|e| panic!("{config}: {e:#}"));
+        }
+        let finetune = serde_json::to_value(finetune_settings_schema()).unwrap();
+        assert_eq!(
+            names(&finetune["properties"]),
+            names(&serde_json::to_value(FinetuneConfig::default()).unwrap())
+        );
+        let seed = serde_json::to_value(seed_schema()).unwrap();
+        assert_eq!(
+            (&seed["minimum"], &seed["maximum"]),
+            (&0.into(), &u64::MAX.into())
+        );
     }
 }

@@ -365,3 +365,43 @@ async fn concurrent_uploads_of_one_model_create_it_once() {
         .collect();
     assert_eq!((created, ids.len()), (1, 1), "{results:?}");
 }
+
+/// A form field given twice, or two files in a single upload, is a 400 (the last value used to
+/// win silently).
+#[tokio::test]
+async fn repeated_form_fields_are_400() {
+    let app = spawn_app().await;
+    let onnx = || {
+        reqwest::multipart::Part::bytes(fixture("onnx-samples/resnet18.legacy.onnx"))
+            .file_name("r.onnx")
+    };
+    for (form, what) in [
+        (
+            reqwest::multipart::Form::new()
+                .part("file", onnx())
+                .text("family", "resnet")
+                .text("family", "vgg"),
+            "`family` is given more than once",
+        ),
+        (
+            reqwest::multipart::Form::new()
+                .part("file", onnx())
+                .part("file", onnx()),
+            "more than one `file` part",
+        ),
+    ] {
+        let resp = app
+            .client
+            .post(app.url("/v1/architectures"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{what}");
+        let problem: Value = resp.json().await.unwrap();
+        assert!(
+            problem["detail"].as_str().unwrap().contains(what),
+            "{problem}"
+        );
+    }
+}
