@@ -11,11 +11,15 @@
 //! Only complete 200 answers up to a size cap are kept; larger ones stream through untouched.
 //! The key is the caller's token scope, the path and the query string (no cached route varies
 //! by any other request header).
+//!
+//! Every other GET whose 200 answer is complete (a known length up to [`MAX_REVALIDATED`]) gets
+//! an `ETag` too, the hash of its bytes, and a matching `If-None-Match` gets 304: the answer is
+//! computed again but not sent, so a polling client re-reads nothing that has not changed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -39,6 +43,9 @@ pub const CACHED_ROUTES: [&str; 7] = [
     "/v1/lemur/similar",
     "/v1/calibration/analysis",
 ];
+
+/// Largest uncached answer that gets an `ETag` (it is held whole to hash it).
+pub const MAX_REVALIDATED: u64 = 8 << 20;
 
 /// Says whether the answer came from the cache (`hit`) or was computed (`miss`).
 pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-archdb-cache");
@@ -194,12 +201,10 @@ impl Kept {
 pub async fn serve_cached(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
     let route = match route {
-        Some(r) if req.method() == Method::GET && ctx.cache.max_bytes > 0 => {
-            match CACHED_ROUTES.iter().find(|c| **c == r) {
-                Some(route) => *route,
-                None => return next.run(req).await,
-            }
-        }
+        Some(r) if req.method() == Method::GET => match CACHED_ROUTES.iter().find(|c| **c == r) {
+            Some(route) if ctx.cache.max_bytes > 0 => *route,
+            _ => return revalidate(req, next).await,
+        },
         _ => return next.run(req).await,
     };
     let version = match data_version(&ctx.pool).await {
@@ -242,8 +247,7 @@ pub async fn serve_cached(State(ctx): State<ApiContext>, req: Request, next: Nex
     };
     let mut headers = parts.headers;
     headers.remove(header::CONTENT_LENGTH);
-    let etag = HeaderValue::from_str(&format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body)))
-        .expect("hex is a valid header value");
+    let etag = etag_of(&body);
     let entry = Entry {
         version,
         headers,
@@ -252,6 +256,45 @@ pub async fn serve_cached(State(ctx): State<ApiContext>, req: Request, next: Nex
     };
     let response = answer(&entry, if_none_match.as_ref(), "miss");
     ctx.cache.insert(key, entry);
+    response
+}
+
+/// A strong validator of `body`: its 128-bit xxh3 hash.
+fn etag_of(body: &[u8]) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(body)))
+        .expect("hex is a valid header value")
+}
+
+/// An uncached GET: its complete 200 answer gets an `ETag`, or is 304 when the client holds
+/// it. Streamed answers (no known length) and large ones pass through untouched.
+async fn revalidate(req: Request, next: Next) -> Response {
+    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+    let response = next.run(req).await;
+    let complete = response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= MAX_REVALIDATED);
+    if response.status() != StatusCode::OK
+        || !complete
+        || response.headers().contains_key(header::ETAG)
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = match collect(body, MAX_REVALIDATED as usize).await {
+        Collected::Whole(body) => body,
+        Collected::Partial(body) => return Response::from_parts(parts, body),
+    };
+    let etag = etag_of(&body);
+    let mut response = if if_none_match.is_some_and(|tags| matches(&tags, &etag)) {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        Response::from_parts(parts, Body::from(body))
+    };
+    response.headers_mut().insert(header::ETAG, etag);
     response
 }
 
@@ -283,8 +326,8 @@ fn matches(tags: &HeaderValue, etag: &HeaderValue) -> bool {
         .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }
 
-/// Declares the `If-None-Match` header, the `ETag` of 200 answers and the 304 answer on a
-/// cached operation (for `spec::complete`).
+/// Declares the `If-None-Match` header, the `ETag` of 200 answers and the 304 answer on a GET
+/// operation (for `spec::complete`).
 pub fn declare(operation: &mut Operation) {
     let etag = HeaderBuilder::new()
         .schema(Some(Object::with_type(Type::String)))

@@ -48,7 +48,7 @@ pub fn complete(spec: &mut OpenApi) {
                     );
                 }
                 describe(operation);
-                if method == Method::GET && super::cache::CACHED_ROUTES.contains(&path.as_str()) {
+                if method == Method::GET {
                     super::cache::declare(operation);
                 }
             }
