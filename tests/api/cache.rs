@@ -3,15 +3,14 @@
 //! database) is seen by the next read, `If-None-Match` gives 304 (on uncached lookups too), and
 //! keys do not collide.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use archdb::http::ServeConfig;
 use archdb::import::{ImportKind, NoProgress, run};
 use serde_json::Value;
 
-use crate::common::{TestApp, fixture, fixture_path, spawn_app, spawn_app_with};
+use crate::common::{ServeProcess, TestApp, fixture, fixture_path, spawn_app, spawn_app_with};
 
 /// One answer: status, `x-archdb-cache`, `ETag` and body.
 struct Got {
@@ -60,56 +59,6 @@ async fn get(app: &TestApp, path: &str) -> Got {
     get_from(&app.client, &app.base, path, &[]).await
 }
 
-/// `archdb serve` in a process of its own on the test database (its own cache); killed when
-/// dropped.
-struct OtherProcess {
-    child: Child,
-    base: String,
-}
-
-impl OtherProcess {
-    async fn start(app: &TestApp) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_archdb"))
-            .args(["serve", "--no-seed", "--addr", &format!("127.0.0.1:{port}")])
-            .env("DATABASE_URL", app.database_url())
-            .env_remove("ARCHDB_API_TOKEN")
-            .env_remove("ARCHDB_READ_TOKEN")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("archdb serve");
-        let other = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let started = Instant::now();
-        let health = format!("{}/healthz", other.base);
-        while !app
-            .client
-            .get(&health)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(started.elapsed() < Duration::from_secs(60), "no answer");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        other
-    }
-}
-
-impl Drop for OtherProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn rows_with_graph(benchmarks: &Value, name: &str) -> i64 {
     benchmarks
         .as_array()
@@ -134,7 +83,7 @@ async fn linked_architecture(app: &TestApp) -> (i64, i64) {
 async fn answers_are_kept_until_a_write_commits_in_any_process() {
     let app = spawn_app().await;
     crate::benchmarks::import_nb201(&app).await;
-    let other = OtherProcess::start(&app).await;
+    let other = ServeProcess::start(&app.database_url()).await;
     let client = &app.client;
 
     let first = get(&app, "/v1/benchmarks").await;

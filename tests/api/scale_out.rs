@@ -2,54 +2,13 @@
 //! two `archdb worker` processes. No job runs twice, an activation made through one server is
 //! served by the other, and a write through one server is seen at once through the other.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::TestApp;
+use crate::common::{ServeProcess, TestApp};
 use crate::predictions::{post, target, tiny, wait_for, with_nb201, worker_process};
-
-/// A second `archdb serve` on the test's database; killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(database_url: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_archdb"))
-            .args(["serve", "--no-seed", "--addr", &format!("127.0.0.1:{port}")])
-            .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("archdb serve");
-        let base = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while reqwest::get(format!("{base}/healthz")).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "second server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Server { child, base }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Workers(Vec<Child>);
 
@@ -66,7 +25,7 @@ impl Drop for Workers {
 async fn two_servers_and_two_workers_share_one_database() {
     let app = with_nb201().await;
     let url = app.database_url();
-    let second = Server::start(&url).await;
+    let second = ServeProcess::start(&url).await;
     let other = TestApp {
         base: second.base.clone(),
         client: reqwest::Client::new(),
