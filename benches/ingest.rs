@@ -221,10 +221,10 @@ fn http_benches() {
         let (_, elapsed) = upload_all(&server.base_url, &samples, 1).await;
         println!("http_ingest/{}_real_models_sequential: {:.1} ms per upload", samples.len(), elapsed.as_secs_f64() * 1e3 / samples.len() as f64);
 
+        let ids: Vec<i64> = sqlx::query_scalar("select id from architectures").fetch_all(&server.pool).await.expect("ids");
         let started = Instant::now();
-        let rows: Vec<(i64, sqlx::types::Json<Vec<archdb::graph::CgNode>>, Vec<i32>)> =
-            sqlx::query_as("select architecture_id, nodes, edges from architecture_graphs").fetch_all(&server.pool).await.expect("load");
-        let nodes: usize = rows.iter().map(|r| r.1.len()).sum();
+        let rows = archdb::db::predictors::graphs(&server.pool, &ids).await.expect("load");
+        let nodes: usize = rows.values().map(|g| g.nodes.len()).sum();
         println!(
             "graph_bulk_load: {} graphs ({nodes} nodes) in {:.1} ms = {:.0} graphs/s",
             rows.len(),

@@ -52,7 +52,7 @@ for i in $(seq 0 999); do cp "$NB201_DIR/nb201-$i.onnx" "$work/nb201/"; done
 rm -rf "$work/nb201-all"
 
 psql -q "$DATABASE_URL" -c "drop database if exists archdb_bench_ingest" >/dev/null
-RUST_LOG=warn "$bin" serve --no-seed --database-url "$server_db" \
+RUST_LOG=warn "$bin" serve --no-seed --rate-per-sec 0 --database-url "$server_db" \
     --addr "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 1 600); do

@@ -4,33 +4,46 @@
 use prost::Message;
 
 use crate::db::architectures::{self, NewArchitecture};
-use crate::graph::{self, BuildOptions, CompGraph};
+use crate::graph::{self, BuildOptions, CompGraph, StoredGraph};
 use crate::onnx::{self, OnnxError, proto::ModelProto};
 
-/// A model ready to be stored.
+/// A model ready to be stored. The stored forms are made here, on the CPU pool that parses
+/// batches, so that the database transaction only moves bytes.
 #[derive(Debug, Clone)]
 pub struct Ingested {
     pub graph: CompGraph,
     pub graph_hash: String,
-    /// The model with weight payloads removed (dims kept), re-encoded.
-    pub stripped_onnx: Vec<u8>,
+    /// The graph as the database keeps it ([`StoredGraph::encode`]).
+    pub stored_graph: Vec<u8>,
+    /// The model with weight payloads removed (dims kept), re-encoded, lz4-compressed
+    /// ([`compress_onnx`]).
+    pub stored_onnx: Vec<u8>,
     /// Size of the upload in bytes.
     pub original_size: usize,
 }
 
+/// The stored form of a (stripped) ONNX model: lz4 block compression with the size in front.
+pub fn compress_onnx(onnx: &[u8]) -> Vec<u8> {
+    lz4_flex::compress_prepend_size(onnx)
+}
+
+/// Reads back [`compress_onnx`]'s output.
+pub fn decompress_onnx(stored: &[u8]) -> Result<Vec<u8>, lz4_flex::block::DecompressError> {
+    lz4_flex::decompress_size_prepended(stored)
+}
+
 /// Parses, builds and hashes one ONNX model. CPU-bound: call from a blocking task.
 pub fn ingest(bytes: bytes::Bytes, options: BuildOptions) -> Result<Ingested, OnnxError> {
-    let original_size = bytes.len();
-    let model = onnx::decode_model_within(bytes, &onnx::Limits::for_nodes(options.max_nodes))?;
-    build_and_hash(model, original_size, options)
+    let model =
+        onnx::decode_model_within(bytes.clone(), &onnx::Limits::for_nodes(options.max_nodes))?;
+    build_and_hash(model, Some(bytes), options)
 }
 
 /// [`ingest`] of a model already in memory (the benchmark generators), without the round trip
 /// through bytes: the same checks, graph, hash and stripped ONNX as `ingest` of its encoding.
 pub fn ingest_model(model: ModelProto, options: BuildOptions) -> Result<Ingested, OnnxError> {
     onnx::check_model(&model)?;
-    let original_size = model.encoded_len();
-    build_and_hash(model, original_size, options)
+    build_and_hash(model, None, options)
 }
 
 /// [`ingest`] of many models at once, on every core (rayon), in input order; a model that fails
@@ -59,12 +72,52 @@ pub enum Stored {
     Rejected(OnnxError),
 }
 
-/// Stores the models of a batch that were built (see [`ingest_all`]) in one transaction,
-/// deduplicated by graph hash (within the batch too), each with its own fields (`name` becomes
-/// an alias in `source`, as for single uploads). Returns what became of each, in order. A
-/// failure stores nothing.
+/// Files per chunk of [`ingest_batch`]: small enough that storing one chunk overlaps parsing
+/// the next, large enough that each chunk's few statements are cheap against its rows.
+pub const CHUNK: usize = 128;
+
+/// Parses `files` on the CPU pool and stores them in one transaction, as [`store_batch_in`]
+/// does, parsing each chunk of [`CHUNK`] files while the previous one is being stored. Returns
+/// what became of each file, in order. A failure stores nothing; dropping the future (a client
+/// that went away) stops the parsing and rolls back.
+pub async fn ingest_batch(
+    pool: &sqlx::PgPool,
+    files: Vec<bytes::Bytes>,
+    metas: Vec<NewArchitecture>,
+    options: BuildOptions,
+) -> sqlx::Result<Vec<Stored>> {
+    let mut metas = metas.into_iter();
+    let mut chunks = crate::import::build_in_background(files, CHUNK, move |chunk| {
+        Ok(ingest_all(chunk.to_vec(), options))
+    });
+    let mut tx = pool.begin().await?;
+    let mut stored = Vec::with_capacity(metas.len());
+    while let Some(built) = chunks.recv().await {
+        let built = built.map_err(|e| sqlx::Error::Protocol(format!("parsing a chunk: {e:#}")))?;
+        let built = built.into_iter().zip(metas.by_ref()).collect();
+        stored.extend(store_batch_in(&mut tx, built).await?);
+    }
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// [`store_batch_in`] in a transaction of its own.
 pub async fn store_batch(
     pool: &sqlx::PgPool,
+    built: Vec<(Result<Ingested, OnnxError>, NewArchitecture)>,
+) -> sqlx::Result<Vec<Stored>> {
+    let mut tx = pool.begin().await?;
+    let stored = store_batch_in(&mut tx, built).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// Stores the models of a batch that were built (see [`ingest_all`]) in the caller's
+/// transaction, deduplicated by graph hash (within the batch and against what the transaction
+/// sees, earlier chunks included), each with its own fields (`name` becomes an alias in
+/// `source`, as for single uploads). Returns what became of each, in order.
+pub async fn store_batch_in(
+    conn: &mut sqlx::PgConnection,
     built: Vec<(Result<Ingested, OnnxError>, NewArchitecture)>,
 ) -> sqlx::Result<Vec<Stored>> {
     let items: Vec<(&Ingested, &NewArchitecture)> = built
@@ -74,10 +127,7 @@ pub async fn store_batch(
     let mut stored = if items.is_empty() {
         Vec::new()
     } else {
-        let mut tx = pool.begin().await?;
-        let stored = architectures::insert_batch_in(&mut tx, &items).await?;
-        tx.commit().await?;
-        stored
+        architectures::insert_batch_in(conn, &items).await?
     }
     .into_iter();
     built
@@ -95,18 +145,29 @@ pub async fn store_batch(
         .collect()
 }
 
+/// Builds, hashes and makes the stored forms of `model`, decoded from `original` if given.
 fn build_and_hash(
     mut model: ModelProto,
-    original_size: usize,
+    original: Option<bytes::Bytes>,
     options: BuildOptions,
 ) -> Result<Ingested, OnnxError> {
+    let original_size = original
+        .as_ref()
+        .map_or_else(|| model.encoded_len(), |b| b.len());
     let graph = graph::build(&mut model, options)?;
     let graph_hash = graph::hash::graph_hash(&graph);
-    onnx::strip_weights(&mut model);
+    let stripped = onnx::strip_weights(&mut model);
+    let stored_onnx = match original {
+        // Nothing to strip (exports without weights, generated cells): the upload is stored as
+        // it came, instead of re-encoding the model.
+        Some(bytes) if !stripped => compress_onnx(&bytes),
+        _ => compress_onnx(&model.encode_to_vec()),
+    };
     Ok(Ingested {
+        stored_graph: StoredGraph::encode(&graph),
+        stored_onnx,
         graph,
         graph_hash,
-        stripped_onnx: model.encode_to_vec(),
         original_size,
     })
 }
@@ -127,7 +188,8 @@ mod tests {
             let a = ingest(bytes.into(), BuildOptions::default()).unwrap();
             let b = ingest_model(model, BuildOptions::default()).unwrap();
             assert_eq!(a.graph_hash, b.graph_hash);
-            assert_eq!(a.stripped_onnx, b.stripped_onnx);
+            assert_eq!(a.stored_onnx, b.stored_onnx);
+            assert_eq!(a.stored_graph, b.stored_graph);
             assert_eq!(a.original_size, b.original_size);
             assert_eq!(a.graph.summary, b.graph.summary);
             let nodes = |i: &Ingested| {
@@ -136,5 +198,47 @@ mod tests {
             assert_eq!(nodes(&a), nodes(&b));
             assert_eq!(a.graph.edge_list(), b.graph.edge_list());
         }
+    }
+
+    #[test]
+    fn stored_forms_read_back_as_the_graph_and_the_stripped_model() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/onnx-samples/resnet18.legacy.onnx"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let ingested = ingest(bytes.clone().into(), BuildOptions::default()).unwrap();
+        let back = StoredGraph::decode(&ingested.stored_graph).unwrap();
+        let direct = StoredGraph::from(&ingested.graph);
+        assert_eq!(back.nodes, direct.nodes);
+        assert_eq!(back.edges, direct.edges);
+        let json = serde_json::to_vec(&direct).unwrap();
+        assert!(
+            ingested.stored_graph.len() * 5 < json.len(),
+            "{} bytes stored against {} of JSON",
+            ingested.stored_graph.len(),
+            json.len()
+        );
+
+        let mut stripped = onnx::decode_model(bytes.into()).unwrap();
+        onnx::strip_weights(&mut stripped);
+        assert_eq!(
+            decompress_onnx(&ingested.stored_onnx).unwrap(),
+            stripped.encode_to_vec()
+        );
+
+        // A model without weight payloads is stored as uploaded.
+        let cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|";
+        let upload = crate::generate::nb201_model(cell, 10)
+            .unwrap()
+            .encode_to_vec();
+        let ingested = ingest(upload.clone().into(), BuildOptions::default()).unwrap();
+        assert_eq!(decompress_onnx(&ingested.stored_onnx).unwrap(), upload);
+
+        assert!(matches!(
+            StoredGraph::decode(&[9, 1, 2]),
+            Err(crate::graph::StoredGraphError::UnknownFormat(9))
+        ));
+        assert!(StoredGraph::decode(&ingested.stored_graph[..40]).is_err());
     }
 }

@@ -1,6 +1,11 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: decoding and building graphs allocate many small strings
+/// and vectors, and glibc's allocator was a quarter of ingest time (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     // candle decides how to split a matrix product on every call from `RAYON_NUM_THREADS`
     // (`candle_core::utils::get_num_threads`: that variable, else the physical cores); it has

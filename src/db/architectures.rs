@@ -100,22 +100,14 @@ pub async fn insert_in(
     .await?;
     let (arch, is_new) = match created {
         Some(arch) => {
-            let nodes: Vec<&CgNode> = model.graph.graph.node_weights().collect();
-            let edges: Vec<i32> = model
-                .graph
-                .edge_list()
-                .into_iter()
-                .flat_map(|[a, b]| [a as i32, b as i32])
-                .collect();
-            sqlx::query("insert into architecture_graphs (architecture_id, nodes, edges) values ($1, $2, $3)")
+            sqlx::query("insert into architecture_graphs (architecture_id, graph) values ($1, $2)")
                 .bind(arch.id)
-                .bind(sqlx::types::Json(&nodes))
-                .bind(&edges)
+                .bind(&model.stored_graph)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("insert into architecture_onnx (architecture_id, onnx, original_size) values ($1, $2, $3)")
+            sqlx::query("insert into architecture_onnx (architecture_id, onnx, original_size, codec) values ($1, $2, $3, 'lz4')")
                 .bind(arch.id)
-                .bind(&model.stripped_onnx)
+                .bind(&model.stored_onnx)
                 .bind(model.original_size as i64)
                 .execute(&mut *tx)
                 .await?;
@@ -232,44 +224,31 @@ pub async fn insert_batch_in(
     .await?;
     let mut ids: HashMap<String, i64> = HashMap::with_capacity(n);
     let mut new_ids: Vec<i64> = Vec::with_capacity(created.len());
-    let (mut new_nodes, mut new_edges) = (
-        Vec::with_capacity(created.len()),
-        Vec::with_capacity(created.len()),
-    );
-    let (mut new_onnx, mut new_sizes) = (
+    let mut new_graphs: Vec<&[u8]> = Vec::with_capacity(created.len());
+    let (mut new_onnx, mut new_sizes): (Vec<&[u8]>, Vec<i64>) = (
         Vec::with_capacity(created.len()),
         Vec::with_capacity(created.len()),
     );
     for (id, hash) in created {
         let (model, _) = items[first[hash.as_str()]];
-        let nodes: Vec<&CgNode> = model.graph.graph.node_weights().collect();
         new_ids.push(id);
-        new_nodes.push(serde_json::to_string(&nodes).map_err(|e| sqlx::Error::Encode(e.into()))?);
-        new_edges.push(int_array_literal(
-            model
-                .graph
-                .edge_list()
-                .into_iter()
-                .flatten()
-                .map(|v| v as i64),
-        ));
-        new_onnx.push(model.stripped_onnx.as_slice());
+        new_graphs.push(&model.stored_graph);
+        new_onnx.push(&model.stored_onnx);
         new_sizes.push(model.original_size as i64);
         ids.insert(hash, id);
     }
     if !new_ids.is_empty() {
         sqlx::query(
-            "insert into architecture_graphs (architecture_id, nodes, edges)
-             select id, nodes::jsonb, edges::int4[] from unnest($1::int8[], $2::text[], $3::text[]) as t(id, nodes, edges)",
+            "insert into architecture_graphs (architecture_id, graph)
+             select * from unnest($1::int8[], $2::bytea[])",
         )
         .bind(&new_ids)
-        .bind(&new_nodes)
-        .bind(&new_edges)
+        .bind(&new_graphs)
         .execute(&mut *conn)
         .await?;
         sqlx::query(
-            "insert into architecture_onnx (architecture_id, onnx, original_size)
-             select * from unnest($1::int8[], $2::bytea[], $3::int8[])",
+            "insert into architecture_onnx (architecture_id, onnx, original_size, codec)
+             select id, onnx, size, 'lz4' from unnest($1::int8[], $2::bytea[], $3::int8[]) as t(id, onnx, size)",
         )
         .bind(&new_ids)
         .bind(&new_onnx)
@@ -460,26 +439,103 @@ pub async fn ids_by_hash(pool: &PgPool, hashes: &[&str]) -> sqlx::Result<Vec<(St
 
 pub use crate::graph::StoredGraph;
 
+/// The selected columns of [`GraphRow`].
+macro_rules! graph_columns {
+    () => {
+        "architecture_id, graph, nodes, edges"
+    };
+}
+pub(crate) use graph_columns;
+
 pub async fn graph(pool: &PgPool, id: i64) -> sqlx::Result<Option<StoredGraph>> {
-    let row: Option<(sqlx::types::Json<Vec<CgNode>>, Vec<i32>)> =
-        sqlx::query_as("select nodes, edges from architecture_graphs where architecture_id = $1")
+    let row: Option<GraphRow> = sqlx::query_as(concat!(
+        "select ",
+        graph_columns!(),
+        " from architecture_graphs where architecture_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(GraphRow::into_graph).transpose()
+}
+
+/// A row of `architecture_graphs`: the compact form (`graph`), or for rows written before
+/// migration 0012, nodes as JSON and a flat edge array.
+#[derive(FromRow)]
+pub(crate) struct GraphRow {
+    pub architecture_id: i64,
+    graph: Option<Vec<u8>>,
+    nodes: Option<sqlx::types::Json<Vec<CgNode>>>,
+    edges: Option<Vec<i32>>,
+}
+
+impl GraphRow {
+    pub fn into_graph(self) -> sqlx::Result<StoredGraph> {
+        match (self.graph, self.nodes, self.edges) {
+            (Some(bytes), _, _) => {
+                StoredGraph::decode(&bytes).map_err(|e| sqlx::Error::Decode(e.into()))
+            }
+            (None, Some(nodes), Some(edges)) => Ok(StoredGraph {
+                nodes: nodes.0,
+                edges: edges
+                    .chunks_exact(2)
+                    .map(|p| [p[0] as u32, p[1] as u32])
+                    .collect(),
+            }),
+            _ => Err(sqlx::Error::Decode(
+                format!("architecture {} has no stored graph", self.architecture_id).into(),
+            )),
+        }
+    }
+}
+
+/// The model's weight-stripped ONNX, as uploaded (decompressed).
+pub async fn onnx(pool: &PgPool, id: i64) -> sqlx::Result<Option<Vec<u8>>> {
+    let row: Option<StoredOnnx> =
+        sqlx::query_as("select onnx, codec from architecture_onnx where architecture_id = $1")
             .bind(id)
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(nodes, edges)| StoredGraph {
-        nodes: nodes.0,
-        edges: edges
-            .chunks_exact(2)
-            .map(|p| [p[0] as u32, p[1] as u32])
-            .collect(),
-    }))
+    row.map(StoredOnnx::into_bytes).transpose()
 }
 
-pub async fn onnx(pool: &PgPool, id: i64) -> sqlx::Result<Option<Vec<u8>>> {
-    sqlx::query_scalar("select onnx from architecture_onnx where architecture_id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+/// How `architecture_onnx.onnx` holds the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnnxCodec {
+    /// Rows written before migration 0012: the bytes themselves.
+    Plain,
+    /// [`crate::ingest::compress_onnx`].
+    Lz4,
+}
+
+impl TryFrom<String> for OnnxCodec {
+    type Error = String;
+    fn try_from(codec: String) -> Result<Self, String> {
+        match codec.as_str() {
+            "plain" => Ok(Self::Plain),
+            "lz4" => Ok(Self::Lz4),
+            _ => Err(format!("stored ONNX of unknown codec `{codec}`")),
+        }
+    }
+}
+
+/// A row of `architecture_onnx`: the stored bytes and how to read them.
+#[derive(FromRow)]
+pub struct StoredOnnx {
+    onnx: Vec<u8>,
+    #[sqlx(try_from = "String")]
+    codec: OnnxCodec,
+}
+
+impl StoredOnnx {
+    /// The ONNX bytes.
+    pub fn into_bytes(self) -> sqlx::Result<Vec<u8>> {
+        match self.codec {
+            OnnxCodec::Lz4 => crate::ingest::decompress_onnx(&self.onnx)
+                .map_err(|e| sqlx::Error::Decode(e.into())),
+            OnnxCodec::Plain => Ok(self.onnx),
+        }
+    }
 }
 
 /// Deletes an architecture with its graph, ONNX, aliases and predictor-index rows, and tells

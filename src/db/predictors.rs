@@ -9,7 +9,6 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use super::architectures::StoredGraph;
-use crate::graph::CgNode;
 
 /// NOTIFY channel on which activations are announced to serving processes.
 pub const CHANNEL: &str = "archdb_predictors";
@@ -90,29 +89,18 @@ pub async fn covered_targets(
 
 /// The stored graphs of `ids` (those that exist).
 pub async fn graphs(pool: &PgPool, ids: &[i64]) -> sqlx::Result<HashMap<i64, StoredGraph>> {
-    let rows: Vec<(i64, sqlx::types::Json<Vec<CgNode>>, Vec<i32>)> = sqlx::query_as(
-        "select architecture_id, nodes, edges from architecture_graphs
-          where architecture_id = any($1)",
-    )
+    use crate::db::architectures::{GraphRow, graph_columns};
+    let rows: Vec<GraphRow> = sqlx::query_as(concat!(
+        "select ",
+        graph_columns!(),
+        " from architecture_graphs where architecture_id = any($1)"
+    ))
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, nodes, edges)| {
-            let edges = edges
-                .chunks_exact(2)
-                .map(|p| [p[0] as u32, p[1] as u32])
-                .collect();
-            (
-                id,
-                StoredGraph {
-                    nodes: nodes.0,
-                    edges,
-                },
-            )
-        })
-        .collect())
+    rows.into_iter()
+        .map(|row| Ok((row.architecture_id, row.into_graph()?)))
+        .collect()
 }
 
 /// A registered predictor, without its artifact.

@@ -16,6 +16,7 @@ use futures_util::TryStreamExt;
 use prost::Message;
 use serde::Serialize;
 
+use crate::db::architectures::StoredOnnx;
 use crate::import::onnx_bench::{
     META_ACCURACY, META_BENCHMARK, META_DATASET, META_EPOCH, META_METRIC, META_NN, META_SPLIT,
     space_folder,
@@ -208,8 +209,18 @@ async fn write_stage(
     let folder = PathBuf::from(format!("{}_simplify", space_folder(&o.benchmark))).join(&o.dataset);
     std::fs::create_dir_all(stage.join(&folder))?;
     let scale = percent_scale(&o.benchmark);
-    let mut rows = sqlx::query_as::<_, (i64, String, f64, Option<String>, Vec<u8>)>(
-        "select distinct on (r.architecture_id) r.architecture_id, r.nn, r.value, a.name, o.onnx
+    /// One exported model.
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        architecture_id: i64,
+        nn: String,
+        value: f64,
+        name: Option<String>,
+        #[sqlx(flatten)]
+        onnx: StoredOnnx,
+    }
+    let mut rows = sqlx::query_as::<_, Row>(
+        "select distinct on (r.architecture_id) r.architecture_id, r.nn, r.value, a.name, o.onnx, o.codec
          from results r
          join architectures a on a.id = r.architecture_id
          join architecture_onnx o on o.architecture_id = r.architecture_id
@@ -228,7 +239,15 @@ async fn write_stage(
     let mut csv = csv::Writer::from_path(stage.join("metadata.csv"))?;
     csv.write_record(["file_path", "accuracy", "dataset"])?;
     let mut used = std::collections::HashSet::new();
-    while let Some((id, nn, value, name, onnx)) = rows.try_next().await? {
+    while let Some(row) = rows.try_next().await? {
+        let Row {
+            architecture_id: id,
+            nn,
+            value,
+            name,
+            onnx,
+        } = row;
+        let onnx = onnx.into_bytes()?;
         let mut file = stem(name.as_deref(), id);
         if !used.insert(file.clone()) {
             file = format!("{file}-{id}");

@@ -2,7 +2,11 @@
 //! shapes and attributes), shape and constant inference in topological order, then CG
 //! construction with weights folded and shape-only ops bypassed.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+// foldhash instead of SipHash: tensor-name lookups are a large share of building a graph, and
+// the maps are bounded by the model's node limit.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::rc::Rc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -77,7 +81,9 @@ pub fn build(model: &mut ModelProto, options: BuildOptions) -> Result<CompGraph,
 /// The inferred shape of every tensor (graph inputs, initializers, node outputs) by the walk
 /// that [`build`] does, for renderers of the ONNX graph itself (`crate::text`). Functions are
 /// not inlined: their call nodes' outputs have the shapes the file declares, if any.
-pub fn tensor_shapes(model: &ModelProto) -> Result<HashMap<String, Vec<i64>>, OnnxError> {
+pub fn tensor_shapes(
+    model: &ModelProto,
+) -> Result<std::collections::HashMap<String, Vec<i64>>, OnnxError> {
     let opset = onnx::default_opset(model).unwrap_or(21);
     let graph = model
         .graph
@@ -243,16 +249,21 @@ struct Walk<'g> {
 
 impl<'g> Walk<'g> {
     fn new(graph: &'g GraphProto, opset: i64) -> Result<Self, OnnxError> {
+        // Sized up front: growing the maps was a visible part of building small graphs.
+        let values = graph.initializer.len() + graph.input.len() + graph.node.len();
         let mut walk = Walk {
             opset,
-            tensors: HashMap::new(),
-            declared: HashMap::new(),
-            weights: HashMap::new(),
-            producers: HashMap::new(),
+            tensors: HashMap::with_capacity(values),
+            declared: HashMap::with_capacity(graph.value_info.len() + graph.output.len()),
+            weights: HashMap::with_capacity(graph.initializer.len()),
+            producers: HashMap::with_capacity(graph.input.len() + graph.node.len()),
             max_wiring: EDGES_PER_NODE * (graph.node.len() + graph.output.len()),
             merged: 0,
             bn_stats: HashSet::new(),
-            cg: DiGraph::new(),
+            cg: DiGraph::with_capacity(
+                graph.input.len() + graph.node.len() + graph.output.len(),
+                graph.node.len() * 2,
+            ),
             onnx_nodes: graph.node.len(),
             total_macs: 0,
             unknown_ops: BTreeMap::new(),

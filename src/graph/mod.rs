@@ -124,6 +124,57 @@ pub struct StoredGraph {
     pub edges: Vec<[u32; 2]>,
 }
 
+/// First byte of [`StoredGraph::encode`]'s output. postcard is not self-describing: bump this
+/// whenever `CgNode` or `StoredGraph` change, and keep decoding the forms databases hold.
+const STORED_FORMAT: u8 = 1;
+
+/// Why stored graph bytes could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredGraphError {
+    #[error("stored graph of unknown format {0} (written by a newer archdb?)")]
+    UnknownFormat(u8),
+    #[error("stored graph is empty")]
+    Empty,
+    #[error("stored graph is corrupt: {0}")]
+    Decompress(#[from] lz4_flex::block::DecompressError),
+    #[error("stored graph is corrupt: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+impl StoredGraph {
+    /// The form the database keeps (`architecture_graphs.graph`): a format byte, then the
+    /// postcard encoding of the graph, lz4-compressed. About 20× smaller than the graph as JSON,
+    /// and cheap to write: the server stores the bytes as they are, instead of parsing JSON.
+    pub fn encode(graph: &CompGraph) -> Vec<u8> {
+        /// `StoredGraph` with borrowed nodes: the same postcard bytes without cloning them.
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            nodes: Vec<&'a CgNode>,
+            edges: Vec<[u32; 2]>,
+        }
+        let plain = postcard::to_stdvec(&Borrowed {
+            nodes: graph.graph.node_weights().collect(),
+            edges: graph.edge_list(),
+        })
+        .expect("postcard encodes every CgNode");
+        let mut out = vec![STORED_FORMAT];
+        out.extend_from_slice(&lz4_flex::compress_prepend_size(&plain));
+        out
+    }
+
+    /// Reads back [`StoredGraph::encode`]'s output.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoredGraphError> {
+        match bytes.split_first() {
+            None => Err(StoredGraphError::Empty),
+            Some((&STORED_FORMAT, compressed)) => {
+                let plain = lz4_flex::decompress_size_prepended(compressed)?;
+                Ok(postcard::from_bytes(&plain)?)
+            }
+            Some((&format, _)) => Err(StoredGraphError::UnknownFormat(format)),
+        }
+    }
+}
+
 impl From<&CompGraph> for StoredGraph {
     fn from(graph: &CompGraph) -> Self {
         Self {

@@ -1,8 +1,6 @@
 //! `POST /v1/architectures/batch`: many ONNX files in one request (multipart or tar), parsed on
 //! every core and stored in one transaction, with an outcome per file.
 
-use std::io::Read;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
@@ -183,21 +181,20 @@ async fn create_architectures(
         max_nodes: ctx.config.max_nodes,
     };
     let (names, bytes): (Vec<String>, Vec<Bytes>) = files.into_iter().unzip();
-    let built = tokio::task::spawn_blocking(move || ingest::ingest_all(bytes, options))
-        .await
-        .map_err(|e| Error::Internal(e.into()))?;
-    let built = built
-        .into_iter()
-        .zip(&names)
-        .map(|(model, file)| {
-            let meta = NewArchitecture {
-                name: Some(stem(file).to_string()),
-                ..meta.clone()
-            };
-            (model, meta)
+    let metas = names
+        .iter()
+        .map(|file| NewArchitecture {
+            name: Some(stem(file).to_string()),
+            ..meta.clone()
         })
         .collect();
-    let stored = ingest::store_batch(&ctx.pool, built).await?;
+    let started = std::time::Instant::now();
+    let stored = ingest::ingest_batch(&ctx.pool, bytes, metas, options).await?;
+    tracing::debug!(
+        files = names.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "batch ingested"
+    );
 
     let mut report = BatchReport {
         created: 0,
@@ -246,16 +243,16 @@ impl From<std::io::Error> for TarError {
 }
 
 /// Appends the `.onnx` regular files of a tar archive to `files`, refusing more than `max`;
-/// returns how many other entries were skipped.
+/// returns how many other entries were skipped. The files are slices of `body`, not copies.
 fn read_tar(
-    body: &[u8],
+    body: &Bytes,
     max: usize,
     files: &mut Vec<(String, Bytes)>,
 ) -> std::result::Result<usize, TarError> {
     let mut skipped = 0;
-    let mut archive = tar::Archive::new(body);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
+    let mut archive = tar::Archive::new(std::io::Cursor::new(&body[..]));
+    for entry in archive.entries_with_seek()? {
+        let entry = entry?;
         let path = entry.path()?.to_string_lossy().into_owned();
         if entry.header().entry_type().is_dir() {
             continue;
@@ -267,10 +264,18 @@ fn read_tar(
         if files.len() == max {
             return Err(TarError::TooMany);
         }
-        // The header's size is the sender's word; the body bounds what can follow.
-        let mut bytes = Vec::with_capacity(entry.size().min(body.len() as u64) as usize);
-        entry.read_to_end(&mut bytes)?;
-        files.push((path, bytes.into()));
+        // The header's size is the sender's word: the data must lie within the body.
+        let start = entry.raw_file_position();
+        let end = start
+            .checked_add(entry.size())
+            .filter(|&end| end <= body.len() as u64)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the archive ends inside `{path}`"),
+                )
+            })?;
+        files.push((path, body.slice(start as usize..end as usize)));
     }
     Ok(skipped)
 }
@@ -302,6 +307,7 @@ mod tests {
     fn tar_entries_other_than_onnx_files_are_skipped() {
         let body = tar_of(&[("a/x.onnx", b"xx"), ("README.md", b"hi"), ("y.onnx", b"y")]);
         let mut files = Vec::new();
+        let body = Bytes::from(body);
         let skipped = read_tar(&body, 10, &mut files).ok().unwrap();
         assert_eq!(skipped, 1);
         let names: Vec<_> = files.iter().map(|(n, b)| (n.as_str(), b.len())).collect();
@@ -311,7 +317,13 @@ mod tests {
             Err(TarError::TooMany)
         ));
         assert!(matches!(
-            read_tar(&[b'x'; 1024], 10, &mut Vec::new()),
+            read_tar(&Bytes::from_static(&[b'x'; 1024]), 10, &mut Vec::new()),
+            Err(TarError::Malformed(_))
+        ));
+        // A header that promises more data than the body holds.
+        let cut = body.slice(..512 + 1);
+        assert!(matches!(
+            read_tar(&cut, 10, &mut Vec::new()),
             Err(TarError::Malformed(_))
         ));
     }

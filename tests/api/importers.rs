@@ -433,7 +433,9 @@ async fn batched_architecture_inserts_match_single_inserts() {
         );
         assert_eq!(
             onnx(&single, arch.id).await.as_ref(),
-            model.stripped_onnx.as_slice()
+            archdb::ingest::decompress_onnx(&model.stored_onnx)
+                .unwrap()
+                .as_slice()
         );
     }
 }

@@ -169,8 +169,10 @@ async fn multipart_batch_stores_real_models_with_their_names() {
 #[tokio::test]
 async fn tar_batch_of_generated_nb201_cells_deduplicates_within_and_across_batches() {
     let app = spawn_app().await;
-    let mut files = nb201_files(40);
-    // One cell twice in the same batch, under another name.
+    // More than two chunks of the pipelined store, and one cell twice in the batch, under
+    // another name, in the last chunk: found as the first chunk stored it.
+    let n = 2 * archdb::ingest::CHUNK + 10;
+    let mut files = nb201_files(n);
     files.push(("again/copy-of-3.onnx".into(), files[3].1.clone()));
     let hashes = hashes(&files);
     let mut first: HashMap<&str, usize> = HashMap::new();
@@ -204,7 +206,7 @@ async fn tar_batch_of_generated_nb201_cells_deduplicates_within_and_across_batch
             "one id per graph"
         );
     }
-    assert_eq!(items[40]["id"], items[3]["id"]);
+    assert_eq!(items[n]["id"], items[3]["id"]);
     assert_eq!(count(&app, "architectures").await, distinct as i64);
 
     // The same cells again, as multipart: all existing, same ids, nothing added.
@@ -390,8 +392,10 @@ async fn a_failed_transaction_leaves_nothing_of_the_batch() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let mut files = nb201_files(5);
-    files[4].0 = "explodes.onnx".into();
+    // The refused file is in the second chunk: the first one was stored in the transaction.
+    let n = archdb::ingest::CHUNK + 5;
+    let mut files = nb201_files(n);
+    files[n - 1].0 = "explodes.onnx".into();
     let (status, ct, problem) = post_form(&app, "", form(&files)).await;
     assert_eq!(status, 500, "{problem}");
     assert_eq!(ct, "application/problem+json");
@@ -404,7 +408,7 @@ async fn a_failed_transaction_leaves_nothing_of_the_batch() {
         assert_eq!(count(&app, table).await, 0, "{table}");
     }
     // Without the refused name the same files go in.
-    let (status, _, report) = post_form(&app, "", form(&files[..4])).await;
+    let (status, _, report) = post_form(&app, "", form(&files[..n - 1])).await;
     assert_eq!(status, 200, "{report}");
     assert!(count(&app, "architectures").await > 0);
 }

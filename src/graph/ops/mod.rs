@@ -13,7 +13,7 @@ mod norm;
 mod reduce;
 mod tensor;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::LazyLock;
 
 use super::shape::{NodeCtx, TensorInfo};
