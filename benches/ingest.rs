@@ -1,8 +1,14 @@
 //! Ingest benchmarks: parse + computation graph per model (criterion), and end-to-end HTTP
 //! upload throughput on 1,000 generated small graphs plus bulk graph loading (printed).
-//! Run: `cargo bench --bench ingest` (DATABASE_URL or the embedded cluster for the HTTP part).
+//! Run: `cargo bench --bench ingest` (DATABASE_URL or the embedded cluster for the HTTP part);
+//! `cargo bench --bench ingest -- nb201_cells` for the per-file parse time of the bulk-ingest
+//! bench's NB201 set.
 
 use std::time::{Duration, Instant};
+
+/// The allocator of the `archdb` binary (src/main.rs), so that the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use archdb::graph::BuildOptions;
 use archdb::ingest::ingest;
@@ -166,6 +172,26 @@ fn parse_benches(c: &mut Criterion) {
             b.iter(|| ingest(bytes.clone(), BuildOptions::default()).expect("valid"))
         });
     }
+    group.finish();
+    // The first 1,000 NAS-Bench-201 networks, as `archdb generate nb201` writes them: the NB201
+    // set of benches/ingest_vs_peer.sh, parsed on one core (per file: this time / 1,000).
+    let cells: Vec<bytes::Bytes> = archdb::generate::nb201_arch_strings()
+        .take(1000)
+        .map(|arch| {
+            let model = archdb::generate::nb201_model(&arch, 10).expect("cell");
+            model.encode_to_vec().into()
+        })
+        .collect();
+    let mut group = c.benchmark_group("nb201_cells");
+    group.throughput(Throughput::Elements(cells.len() as u64));
+    group.sample_size(10);
+    group.bench_function("1000_ingested", |b| {
+        b.iter(|| {
+            for cell in &cells {
+                ingest(cell.clone(), BuildOptions::default()).expect("valid");
+            }
+        })
+    });
     group.finish();
     let graphs: Vec<bytes::Bytes> = (0..1000).map(|s| small_cnn(s).into()).collect();
     let mut group = c.benchmark_group("small_graphs");

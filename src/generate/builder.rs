@@ -155,7 +155,7 @@ impl ModelBuilder {
         let attr = AttributeProto {
             name: Some("value".into()),
             r#type: Some(AttributeType::Tensor as i32),
-            t: Some(value),
+            t: Some(Box::new(value)),
             ..Default::default()
         };
         self.node("Constant", name, &[], vec![attr])

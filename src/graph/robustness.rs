@@ -109,12 +109,12 @@ fn attribute() -> impl Strategy<Value = AttributeProto> {
             .prop_map(|(dims, values)| AttributeProto {
                 name: Some("value".into()),
                 r#type: Some(AttributeType::Tensor as i32),
-                t: Some(TensorProto {
+                t: Some(Box::new(TensorProto {
                     dims,
                     data_type: Some(7),
                     int64_data: values,
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }),
     ]

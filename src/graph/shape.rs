@@ -83,7 +83,7 @@ impl<'a> NodeCtx<'a> {
     }
 
     pub fn attr_t(&self, name: &str) -> Option<&'a TensorProto> {
-        self.attr(name).and_then(|a| a.t.as_ref())
+        self.attr(name).and_then(|a| a.t.as_deref())
     }
 
     /// Integer list from an input (newer opsets) or else an attribute (older opsets).

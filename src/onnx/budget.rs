@@ -429,7 +429,7 @@ mod tests {
         let mut with_sub = node(1);
         with_sub.attribute.push(proto::AttributeProto {
             name: Some("then_branch".into()),
-            g: Some(sub),
+            g: Some(Box::new(sub)),
             ints: vec![1, 2, 300],
             ..Default::default()
         });

@@ -35,11 +35,11 @@ fn strip_graph(graph: &mut GraphProto) -> bool {
 }
 
 fn strip_attr(attr: &mut super::proto::AttributeProto) -> bool {
-    let mut stripped = attr.t.as_mut().is_some_and(strip_tensor);
+    let mut stripped = attr.t.as_deref_mut().is_some_and(strip_tensor);
     for t in &mut attr.tensors {
         stripped |= strip_tensor(t);
     }
-    stripped |= attr.g.as_mut().is_some_and(strip_graph);
+    stripped |= attr.g.as_deref_mut().is_some_and(strip_graph);
     for g in &mut attr.graphs {
         stripped |= strip_graph(g);
     }

@@ -142,7 +142,7 @@ fn shapes_computed_by_constant_subgraphs_resolve() {
     constant.attribute = vec![archdb::onnx::proto::AttributeProto {
         name: Some("value".into()),
         r#type: Some(4),
-        t: Some(int64s("c", &[-1])),
+        t: Some(Box::new(int64s("c", &[-1]))),
         ..Default::default()
     }];
     let nodes = vec![
