@@ -84,11 +84,18 @@ pub struct ComputeOptions {
     max_renormalize_deviation: Option<f64>,
 }
 
+/// The split's seed: any `u64`.
+fn split_seed_schema() -> utoipa::openapi::schema::Object {
+    let mut seed = crate::training::seed_schema();
+    seed.description = Some("Seed of the split (default 42).".into());
+    seed
+}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TemperatureRequest {
     /// Fraction of samples used to fit T (default 0.2).
     calibration_fraction: Option<f64>,
-    /// Seed of the split (default 42).
+    #[schema(schema_with = split_seed_schema)]
     seed: Option<u64>,
     /// `held_out` (default: pre and post on the samples not used to fit T) or `all`.
     evaluate_on: Option<EvaluationSplit>,
@@ -153,6 +160,7 @@ struct ComputeQuery {
     #[serde(default)]
     temperature_scaling: bool,
     calibration_fraction: Option<f64>,
+    #[param(schema_with = crate::training::seed_schema)]
     seed: Option<u64>,
 }
 

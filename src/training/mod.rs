@@ -95,7 +95,7 @@ fn default_shots() -> usize {
 }
 
 /// A seed: any `u64` (the document's `int64` would stop at 2^63 − 1).
-fn seed_schema() -> Object {
+pub(crate) fn seed_schema() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
         .format(Some(SchemaFormat::Custom("uint64".into())))

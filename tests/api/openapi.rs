@@ -123,6 +123,40 @@ async fn served_spec_is_valid_openapi_3_1() {
     validate_with_openapi_spec_validator(&text);
 }
 
+/// Seeds the server reads as `u64` are declared up to `u64::MAX`: an `int64` would tell clients
+/// that half of the accepted seeds are invalid.
+#[tokio::test]
+async fn u64_seeds_are_declared_to_their_full_range() {
+    let app = spawn_app().await;
+    let (status, spec) = app.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    let query_seed = spec["paths"]["/v1/calibration/compute"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "seed")
+        .map(|p| p["schema"].clone())
+        .unwrap();
+    for (what, schema) in [
+        ("compute query", &query_seed),
+        (
+            "temperature scaling",
+            &spec["components"]["schemas"]["TemperatureRequest"]["properties"]["seed"],
+        ),
+        (
+            "training",
+            &spec["components"]["schemas"]["TrainRequest"]["properties"]["seed"],
+        ),
+    ] {
+        assert_eq!(schema["format"], "uint64", "{what}: {schema}");
+        assert_eq!(
+            schema["maximum"].as_u64(),
+            Some(u64::MAX),
+            "{what}: {schema}"
+        );
+    }
+}
+
 /// A method the document does not declare is a 405 naming the declared ones, before the
 /// cross-site guard would answer 415; text with a NUL byte, which PostgreSQL cannot hold, is a
 /// 400 rather than a database error (both found by schemathesis).
