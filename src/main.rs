@@ -2,7 +2,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: decoding and building graphs allocate many small strings
-/// and vectors, and glibc's allocator was a quarter of ingest time (docs/benchmarks.md).
+/// and vectors, and glibc's allocator was a quarter of ingest time (docs/benchmarks.md). Built
+/// without transparent huge pages (`no_thp`): with them a server held 472 MB after the
+/// first-run seed (the test asks < 300) and first uploads paid for zeroing 2 MB pages.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
