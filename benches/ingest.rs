@@ -182,25 +182,20 @@ fn parse_benches(c: &mut Criterion) {
             model.encode_to_vec().into()
         })
         .collect();
-    let mut group = c.benchmark_group("nb201_cells");
-    group.throughput(Throughput::Elements(cells.len() as u64));
-    group.sample_size(10);
-    group.bench_function("1000_ingested", |b| {
-        b.iter(|| {
-            for cell in &cells {
-                ingest(cell.clone(), BuildOptions::default()).expect("valid");
-            }
-        })
-    });
-    group.finish();
+    ingest_each(c, "nb201_cells", "1000_ingested", &cells);
     let graphs: Vec<bytes::Bytes> = (0..1000).map(|s| small_cnn(s).into()).collect();
-    let mut group = c.benchmark_group("small_graphs");
-    group.throughput(Throughput::Elements(graphs.len() as u64));
+    ingest_each(c, "small_graphs", "1000_generated", &graphs);
+}
+
+/// One benchmark: every model of `models` ingested in turn, on one core.
+fn ingest_each(c: &mut Criterion, group: &str, name: &str, models: &[bytes::Bytes]) {
+    let mut group = c.benchmark_group(group);
+    group.throughput(Throughput::Elements(models.len() as u64));
     group.sample_size(10);
-    group.bench_function("1000_generated", |b| {
+    group.bench_function(name, |b| {
         b.iter(|| {
-            for g in &graphs {
-                ingest(g.clone(), BuildOptions::default()).expect("valid");
+            for model in models {
+                ingest(model.clone(), BuildOptions::default()).expect("valid");
             }
         })
     });
