@@ -15,8 +15,8 @@ pub struct Ingested {
     pub graph_hash: String,
     /// The graph as the database keeps it ([`StoredGraph::encode`]).
     pub stored_graph: Vec<u8>,
-    /// The model with weight payloads removed (dims kept), re-encoded, lz4-compressed
-    /// ([`compress_onnx`]).
+    /// The model with weight payloads removed (dims kept; the upload itself when it had none),
+    /// lz4-compressed ([`compress_onnx`]).
     pub stored_onnx: Vec<u8>,
     /// Size of the upload in bytes.
     pub original_size: usize,
@@ -93,6 +93,7 @@ pub async fn ingest_batch(
     let mut tx = pool.begin().await?;
     let mut stored = Vec::with_capacity(metas.len());
     while let Some(built) = chunks.recv().await {
+        // `ingest_all` answers per file, so the builder itself never fails.
         let built = built.map_err(|e| sqlx::Error::Protocol(format!("parsing a chunk: {e:#}")))?;
         let built = built.into_iter().zip(metas.by_ref()).collect();
         stored.extend(store_batch_in(&mut tx, built).await?);
