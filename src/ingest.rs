@@ -1,5 +1,6 @@
-//! The ingest pipeline shared by the HTTP API and the CLI: bytes → validated model → CG → hash,
-//! plus the stored (weight-stripped) ONNX.
+//! The ingest pipeline shared by the HTTP API and the CLI: bytes → validated model → CG → hash
+//! ([`analyse`], for models that are not kept), plus the stored forms of the graph and the
+//! weight-stripped ONNX ([`ingest`], for models that are).
 
 use prost::Message;
 
@@ -32,18 +33,38 @@ pub fn decompress_onnx(stored: &[u8]) -> Result<Vec<u8>, lz4_flex::block::Decomp
     lz4_flex::decompress_size_prepended(stored)
 }
 
+/// A model's computation graph and canonical hash, without the stored forms: what predictions
+/// and inspection need from an upload they do not keep.
+#[derive(Debug, Clone)]
+pub struct Analysed {
+    pub graph: CompGraph,
+    pub graph_hash: String,
+}
+
 /// Parses, builds and hashes one ONNX model. CPU-bound: call from a blocking task.
+pub fn analyse(bytes: bytes::Bytes, options: BuildOptions) -> Result<Analysed, OnnxError> {
+    let mut model = decode(&bytes, options)?;
+    build_and_hash(&mut model, options)
+}
+
+/// [`analyse`] of a model already in memory (the benchmark generators).
+pub fn analyse_model(mut model: ModelProto, options: BuildOptions) -> Result<Analysed, OnnxError> {
+    onnx::check_model(&model)?;
+    build_and_hash(&mut model, options)
+}
+
+/// [`analyse`] plus the stored forms: one ONNX model ready to be stored. CPU-bound: call from a
+/// blocking task.
 pub fn ingest(bytes: bytes::Bytes, options: BuildOptions) -> Result<Ingested, OnnxError> {
-    let model =
-        onnx::decode_model_within(bytes.clone(), &onnx::Limits::for_nodes(options.max_nodes))?;
-    build_and_hash(model, Some(bytes), options)
+    let model = decode(&bytes, options)?;
+    with_stored_forms(model, Some(bytes), options)
 }
 
 /// [`ingest`] of a model already in memory (the benchmark generators), without the round trip
 /// through bytes: the same checks, graph, hash and stripped ONNX as `ingest` of its encoding.
 pub fn ingest_model(model: ModelProto, options: BuildOptions) -> Result<Ingested, OnnxError> {
     onnx::check_model(&model)?;
-    build_and_hash(model, None, options)
+    with_stored_forms(model, None, options)
 }
 
 /// [`ingest`] of many models at once, on every core (rayon), in input order; a model that fails
@@ -146,8 +167,18 @@ pub async fn store_batch_in(
         .collect()
 }
 
+fn decode(bytes: &bytes::Bytes, options: BuildOptions) -> Result<ModelProto, OnnxError> {
+    onnx::decode_model_within(bytes.clone(), &onnx::Limits::for_nodes(options.max_nodes))
+}
+
+fn build_and_hash(model: &mut ModelProto, options: BuildOptions) -> Result<Analysed, OnnxError> {
+    let graph = graph::build(model, options)?;
+    let graph_hash = graph::hash::graph_hash(&graph);
+    Ok(Analysed { graph, graph_hash })
+}
+
 /// Builds, hashes and makes the stored forms of `model`, decoded from `original` if given.
-fn build_and_hash(
+fn with_stored_forms(
     mut model: ModelProto,
     original: Option<bytes::Bytes>,
     options: BuildOptions,
@@ -155,8 +186,7 @@ fn build_and_hash(
     let original_size = original
         .as_ref()
         .map_or_else(|| model.encoded_len(), |b| b.len());
-    let graph = graph::build(&mut model, options)?;
-    let graph_hash = graph::hash::graph_hash(&graph);
+    let Analysed { graph, graph_hash } = build_and_hash(&mut model, options)?;
     let stripped = onnx::strip_weights(&mut model);
     let stored_onnx = match original {
         // Nothing to strip (exports without weights, generated cells): the upload is stored as
@@ -178,7 +208,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ingest_model_equals_ingest_of_the_encoded_model() {
+    fn ingest_model_and_analyse_equal_ingest_of_the_encoded_model() {
         let cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|";
         let models = [
             crate::generate::nb201_model(cell, 10).unwrap(),
@@ -186,8 +216,15 @@ mod tests {
         ];
         for model in models {
             let bytes = model.encode_to_vec();
+            // Without the stored forms, the same graph and hash.
+            let analysed = analyse(bytes.clone().into(), BuildOptions::default()).unwrap();
+            let analysed_model = analyse_model(model.clone(), BuildOptions::default()).unwrap();
             let a = ingest(bytes.into(), BuildOptions::default()).unwrap();
             let b = ingest_model(model, BuildOptions::default()).unwrap();
+            assert_eq!(analysed.graph_hash, a.graph_hash);
+            assert_eq!(analysed_model.graph_hash, a.graph_hash);
+            assert_eq!(analysed.graph.summary, a.graph.summary);
+            assert_eq!(analysed.graph.edge_list(), a.graph.edge_list());
             assert_eq!(a.graph_hash, b.graph_hash);
             assert_eq!(a.stored_onnx, b.stored_onnx);
             assert_eq!(a.stored_graph, b.stored_graph);

@@ -534,7 +534,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
-            let model = crate::ingest::ingest(bytes.into(), BuildOptions { max_nodes })?;
+            let model = crate::ingest::analyse(bytes.into(), BuildOptions { max_nodes })?;
             #[derive(Serialize)]
             struct Inspection<'a> {
                 graph_hash: &'a str,

@@ -153,7 +153,7 @@ pub(crate) mod tests_support {
 
     /// The computation graph of a generated model, through the encoder and the parser.
     pub fn ingest(model: &crate::onnx::proto::ModelProto) -> crate::graph::CompGraph {
-        crate::ingest::ingest(
+        crate::ingest::analyse(
             model.encode_to_vec().into(),
             crate::graph::BuildOptions::default(),
         )

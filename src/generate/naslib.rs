@@ -80,7 +80,7 @@ pub fn verify_samples(
         let Some(model) = sample_model(space, task, &v).map_err(|e| e.to_string())? else {
             continue;
         };
-        let g = crate::ingest::ingest(model.encode_to_vec().into(), Default::default())
+        let g = crate::ingest::analyse(model.encode_to_vec().into(), Default::default())
             .map_err(|e| e.to_string())?
             .graph;
         let key = v["naslib_encoding"].as_str().unwrap_or_default();

@@ -496,23 +496,14 @@ pub fn nb201_counted_flops(graph: &crate::graph::CompGraph) -> u64 {
 fn generated_params(arch: &str, classes: u32) -> Result<u64, Box<dyn std::error::Error>> {
     use prost::Message;
     let bytes = nb201_model(arch, classes)?.encode_to_vec();
-    let ingested = crate::ingest::ingest(bytes.into(), crate::graph::BuildOptions::default())?;
-    Ok(ingested.graph.summary.params)
+    let analysed = crate::ingest::analyse(bytes.into(), crate::graph::BuildOptions::default())?;
+    Ok(analysed.graph.summary.params)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message;
-
-    fn ingest(model: &ModelProto) -> crate::graph::CompGraph {
-        crate::ingest::ingest(
-            model.encode_to_vec().into(),
-            crate::graph::BuildOptions::default(),
-        )
-        .expect("generated model ingests")
-        .graph
-    }
+    use crate::generate::tests_support::ingest;
 
     fn cell(op: &str) -> String {
         format!("|{op}~0|+|{op}~0|{op}~1|+|{op}~0|{op}~1|{op}~2|")

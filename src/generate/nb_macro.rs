@@ -271,7 +271,7 @@ pub fn verify_nb_macro_csv(
         let bytes = nb_macro_model(arch)
             .map_err(|e| e.to_string())?
             .encode_to_vec();
-        let g = crate::ingest::ingest(bytes.into(), crate::graph::BuildOptions::default())
+        let g = crate::ingest::analyse(bytes.into(), crate::graph::BuildOptions::default())
             .map_err(|e| e.to_string())?
             .graph;
         let p = g.summary.params;
@@ -301,7 +301,7 @@ mod tests {
 
     fn ingest(arch: &str) -> CompGraph {
         let model = nb_macro_model(arch).unwrap();
-        crate::ingest::ingest(
+        crate::ingest::analyse(
             model.encode_to_vec().into(),
             crate::graph::BuildOptions::default(),
         )

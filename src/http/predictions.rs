@@ -846,9 +846,9 @@ async fn nb201_items(ctx: &ApiContext, cells: &[Nb201Cell]) -> Result<Vec<Item>>
                         };
                         let model = nb201_model(&arch, 10)
                             .map_err(|e| Error::Unprocessable(format!("nb201[{i}]: {e}")))?;
-                        let ingested =
-                            crate::ingest::ingest_model(model, BuildOptions { max_nodes })?;
-                        Ok((i, Item::from(&ingested)))
+                        let analysed =
+                            crate::ingest::analyse_model(model, BuildOptions { max_nodes })?;
+                        Ok((i, Item::from(&analysed)))
                     })
                     .collect::<Result<Vec<_>>>()
             })
@@ -864,15 +864,15 @@ async fn nb201_items(ctx: &ApiContext, cells: &[Nb201Cell]) -> Result<Vec<Item>>
         .collect())
 }
 
-impl From<&crate::ingest::Ingested> for Item {
+impl From<&crate::ingest::Analysed> for Item {
     /// A parsed model: not (yet) known to be stored.
-    fn from(ingested: &crate::ingest::Ingested) -> Self {
-        let summary = &ingested.graph.summary;
+    fn from(analysed: &crate::ingest::Analysed) -> Self {
+        let summary = &analysed.graph.summary;
         Self {
             architecture_id: None,
             params: summary.params,
             macs: summary.macs,
-            graph: Some(Arc::new(StoredGraph::from(&ingested.graph))),
+            graph: Some(Arc::new(StoredGraph::from(&analysed.graph))),
             descriptor: None,
         }
     }
@@ -880,8 +880,8 @@ impl From<&crate::ingest::Ingested> for Item {
 
 /// Parses one ONNX model: its item and graph hash.
 fn ingest_item(bytes: Bytes, max_nodes: usize) -> Result<(String, Item)> {
-    let ingested = crate::ingest::ingest(bytes, BuildOptions { max_nodes })?;
-    Ok((ingested.graph_hash.clone(), Item::from(&ingested)))
+    let analysed = crate::ingest::analyse(bytes, BuildOptions { max_nodes })?;
+    Ok((analysed.graph_hash.clone(), Item::from(&analysed)))
 }
 
 /// Uploaded ONNX models, parsed in parallel; those whose graph is stored get its id.

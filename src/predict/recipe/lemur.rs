@@ -62,7 +62,7 @@ pub fn load(dir: &Path) -> Result<TrainingSet> {
             .into_par_iter()
             .map(|(nn, dataset, bytes)| {
                 let dataset_index = DATASETS.iter().position(|(d, _)| *d == dataset)?;
-                match crate::ingest::ingest(bytes.into(), BuildOptions::default()) {
+                match crate::ingest::analyse(bytes.into(), BuildOptions::default()) {
                     Ok(model) => {
                         let stored = StoredGraph::from(&model.graph);
                         Some(Graph {
