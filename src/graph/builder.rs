@@ -40,6 +40,12 @@ const POSITIVE_ATTRIBUTES: [&str; 7] = [
     "num_outputs",
 ];
 
+/// What a node input that the walk knows nothing of (omitted, or a bad name) reads as.
+static UNKNOWN: TensorInfo = TensorInfo {
+    shape: None,
+    value: None,
+};
+
 /// Limits applied while building.
 #[derive(Debug, Clone, Copy)]
 pub struct BuildOptions {
@@ -312,10 +318,10 @@ impl<'g> Walk<'g> {
                 self.unknown_ops.insert(node.op_type().to_string(), ());
             }
         }
-        let inputs: Vec<TensorInfo> = node
+        let inputs: Vec<&TensorInfo> = node
             .input
             .iter()
-            .map(|n| self.tensors.get(n.as_str()).cloned().unwrap_or_default())
+            .map(|n| self.tensors.get(n.as_str()).unwrap_or(&UNKNOWN))
             .collect();
         let ctx = NodeCtx {
             node,

@@ -36,7 +36,8 @@ impl TensorInfo {
 /// A node with what is known about its inputs: what op inference rules read.
 pub struct NodeCtx<'a> {
     pub node: &'a NodeProto,
-    pub inputs: Vec<TensorInfo>,
+    /// What is known of each input, borrowed from the walk (unknown for missing ones).
+    pub inputs: Vec<&'a TensorInfo>,
     /// Default-domain opset of the model (attribute-vs-input conventions changed over opsets).
     pub opset: i64,
 }

@@ -90,7 +90,11 @@ fn unknown(_: &NodeCtx) -> Vec<TensorInfo> {
 
 /// Output is input 0, values included (Identity, Cast, Dropout).
 fn pass_through(ctx: &NodeCtx) -> Vec<TensorInfo> {
-    vec![ctx.inputs.first().cloned().unwrap_or_default()]
+    vec![
+        ctx.inputs
+            .first()
+            .map_or_else(TensorInfo::unknown, |&t| t.clone()),
+    ]
 }
 
 /// Same values, new shape (Reshape, Flatten, Squeeze, Unsqueeze keep row-major order).
