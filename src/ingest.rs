@@ -93,33 +93,73 @@ pub enum Stored {
     Rejected(OnnxError),
 }
 
-/// Files per chunk of [`ingest_batch`]: small enough that storing one chunk overlaps parsing
+/// Files per chunk of [`ingest_stream`]: small enough that storing one chunk overlaps parsing
 /// the next, large enough that each chunk's few statements are cheap against its rows.
 pub const CHUNK: usize = 128;
 
-/// Parses `files` on the CPU pool and stores them in one transaction, as [`store_batch_in`]
-/// does, parsing each chunk of [`CHUNK`] files while the previous one is being stored. Returns
-/// what became of each file, in order. A failure stores nothing; dropping the future (a client
-/// that went away) stops the parsing and rolls back.
+/// The files of a batch as they arrive: chunks of files with their fields, or why the source
+/// stopped.
+pub type Chunks<E> = tokio::sync::mpsc::Receiver<Result<Vec<(bytes::Bytes, NewArchitecture)>, E>>;
+
+/// [`ingest_stream`] of files already in memory, in chunks of [`CHUNK`].
 pub async fn ingest_batch(
     pool: &sqlx::PgPool,
     files: Vec<bytes::Bytes>,
     metas: Vec<NewArchitecture>,
     options: BuildOptions,
 ) -> sqlx::Result<Vec<Stored>> {
-    let mut metas = metas.into_iter();
-    let mut chunks = crate::import::build_in_background(files, CHUNK, move |chunk| {
-        Ok(ingest_all(chunk.to_vec(), options))
+    let (sender, chunks) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut items = files.into_iter().zip(metas);
+        loop {
+            let chunk: Vec<_> = items.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() || sender.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
     });
-    let mut tx = pool.begin().await?;
-    let mut stored = Vec::with_capacity(metas.len());
-    while let Some(built) = chunks.recv().await {
-        // `ingest_all` answers per file, so the builder itself never fails.
-        let built = built.map_err(|e| sqlx::Error::Protocol(format!("parsing a chunk: {e:#}")))?;
-        let built = built.into_iter().zip(metas.by_ref()).collect();
-        stored.extend(store_batch_in(&mut tx, built).await?);
+    ingest_stream(pool, chunks, options).await
+}
+
+/// Parses each chunk of files on the CPU pool as it arrives, while the previous chunk is being
+/// stored, and stores them all in one transaction (begun with the first chunk) as
+/// [`store_batch_in`] does. Returns what became of each file, in order. An error from `chunks`
+/// or from the database stores nothing; dropping the future (a client that went away) stops
+/// the parsing and rolls back.
+pub async fn ingest_stream<E>(
+    pool: &sqlx::PgPool,
+    mut chunks: Chunks<E>,
+    options: BuildOptions,
+) -> Result<Vec<Stored>, E>
+where
+    E: From<sqlx::Error> + Send + 'static,
+{
+    let (sender, mut parsed) = tokio::sync::mpsc::channel(1);
+    tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = chunks.blocking_recv() {
+            let failed = chunk.is_err();
+            let built = chunk.map(|chunk| {
+                let (files, metas): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
+                ingest_all(files, options).into_iter().zip(metas).collect()
+            });
+            if sender.blocking_send(built).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut tx = None;
+    let mut stored = Vec::new();
+    while let Some(built) = parsed.recv().await {
+        let built: Vec<_> = built?;
+        let tx = match &mut tx {
+            Some(tx) => tx,
+            None => tx.insert(pool.begin().await?),
+        };
+        stored.extend(store_batch_in(tx, built).await?);
     }
-    tx.commit().await?;
+    if let Some(tx) = tx {
+        tx.commit().await?;
+    }
     Ok(stored)
 }
 

@@ -1,6 +1,9 @@
 //! `POST /v1/architectures/batch`: many ONNX files in one request (multipart or tar), parsed on
 //! every core and stored in one transaction, with an outcome per file.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
@@ -109,7 +112,8 @@ struct BatchReport {
 /// transaction, deduplicated by canonical graph hash (also within the batch). Answers 200 with
 /// an outcome per file in request order: `created`, `existing` (with the id), or a `problem`
 /// (RFC 7807, as a single upload of that file would answer) — one bad file does not fail the
-/// batch. Too many files, or too many bytes, refuse the whole batch before any parsing (413).
+/// batch. A tar archive is parsed as it arrives. Too many files, or too many bytes, refuse the
+/// whole batch (413), as a malformed archive does (400): nothing of it is stored.
 #[utoipa::path(post, path = "/v1/architectures/batch", tag = "architectures",
     params(BatchQuery),
     request_body(content(
@@ -132,18 +136,16 @@ async fn create_architectures(
         source: q.source,
     };
     let max_files = ctx.config.max_batch_files;
-    let too_many = || {
-        Error::PayloadTooLarge(format!(
-            "a batch holds at most {max_files} files; send the rest in another batch"
-        ))
+    let options = BuildOptions {
+        max_nodes: ctx.config.max_nodes,
     };
-    let mut files: Vec<(String, Bytes)> = Vec::new();
-    let mut skipped = 0;
-    if super::has_content_type(&request, "multipart/form-data") {
+    let started = std::time::Instant::now();
+    let (names, stored, skipped) = if super::has_content_type(&request, "multipart/form-data") {
+        let mut files: Vec<(String, Bytes)> = Vec::new();
         let form = Multipart::from_request(request, &ctx).await?;
         read_form(form, &mut meta, |name, bytes| {
             if files.len() == max_files {
-                return Err(too_many());
+                return Err(too_many(max_files));
             }
             let name = name.unwrap_or_else(|| format!("file-{}", files.len() + 1));
             files.push((name, bytes));
@@ -155,41 +157,24 @@ async fn create_architectures(
                 "a batch takes no `name`: each file is named by its filename".into(),
             ));
         }
+        if files.is_empty() {
+            return Err(no_files());
+        }
+        check_source(&meta)?;
+        let (names, bytes): (Vec<String>, Vec<Bytes>) = files.into_iter().unzip();
+        let metas = names.iter().map(|file| file_meta(&meta, file)).collect();
+        let stored = ingest::ingest_batch(&ctx.pool, bytes, metas, options).await?;
+        (names, stored, 0)
     } else if super::has_content_type(&request, "application/x-tar") {
-        let body = Bytes::from_request(request, &ctx).await?;
-        skipped = read_tar(&body, max_files, &mut files).map_err(|e| match e {
-            TarError::TooMany => too_many(),
-            TarError::Malformed(e) => {
-                Error::BadRequest(format!("the body is not a readable tar archive: {e}"))
-            }
-        })?;
+        check_source(&meta)?;
+        ingest_tar(&ctx, meta, request, options).await?
     } else {
         return Err(Error::UnsupportedMediaType(
             "a batch is `multipart/form-data` with `file` parts, or an `application/x-tar` \
              archive of .onnx files"
                 .into(),
         ));
-    }
-    if files.is_empty() {
-        return Err(Error::BadRequest(
-            "the batch has no files (multipart `file` parts or .onnx tar entries)".into(),
-        ));
-    }
-    check_source(&meta)?;
-
-    let options = BuildOptions {
-        max_nodes: ctx.config.max_nodes,
     };
-    let (names, bytes): (Vec<String>, Vec<Bytes>) = files.into_iter().unzip();
-    let metas = names
-        .iter()
-        .map(|file| NewArchitecture {
-            name: Some(stem(file).to_string()),
-            ..meta.clone()
-        })
-        .collect();
-    let started = std::time::Instant::now();
-    let stored = ingest::ingest_batch(&ctx.pool, bytes, metas, options).await?;
     tracing::debug!(
         files = names.len(),
         ms = started.elapsed().as_millis() as u64,
@@ -231,8 +216,118 @@ fn stem(file: &str) -> &str {
     base.strip_suffix(".onnx").unwrap_or(base)
 }
 
+/// The batch's fields for one file, named by its file name.
+fn file_meta(meta: &NewArchitecture, file: &str) -> NewArchitecture {
+    NewArchitecture {
+        name: Some(stem(file).to_string()),
+        ..meta.clone()
+    }
+}
+
+fn too_many(max_files: usize) -> Error {
+    Error::PayloadTooLarge(format!(
+        "a batch holds at most {max_files} files; send the rest in another batch"
+    ))
+}
+
+fn no_files() -> Error {
+    Error::BadRequest("the batch has no files (multipart `file` parts or .onnx tar entries)".into())
+}
+
+/// Ingests a tar body as it arrives: a blocking thread reads the archive from the body stream
+/// and hands its `.onnx` files on in chunks of [`ingest::CHUNK`], which are parsed while the
+/// rest is still being received. The body is never held whole, so a batch costs a few chunks of
+/// memory whatever its size. Returns the files' names, their outcomes and the skipped entries.
+async fn ingest_tar(
+    ctx: &ApiContext,
+    meta: NewArchitecture,
+    request: Request,
+    options: BuildOptions,
+) -> Result<(Vec<String>, Vec<Stored>, usize)> {
+    use futures_util::TryStreamExt;
+
+    let limit = super::body_limit_of(&request, MAX_BATCH_BYTES);
+    let too_large = move || {
+        Error::PayloadTooLarge(format!(
+            "the batch is larger than {limit} bytes; send it in several batches"
+        ))
+    };
+    if super::content_length(&request).is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    // Counts the body's bytes: past `limit`, the stream fails and `over_limit` says why.
+    let over_limit = Arc::new(AtomicBool::new(false));
+    let mut received = 0usize;
+    let body = request
+        .into_body()
+        .into_data_stream()
+        .map_err(std::io::Error::other);
+    let flag = over_limit.clone();
+    let body = body.and_then(move |chunk| {
+        received += chunk.len();
+        let over = received > limit;
+        flag.fetch_or(over, Ordering::Relaxed);
+        std::future::ready(if over {
+            Err(std::io::Error::other("body limit"))
+        } else {
+            Ok(chunk)
+        })
+    });
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+
+    let (sender, chunks) = tokio::sync::mpsc::channel(1);
+    let max_files = ctx.config.max_batch_files;
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut names = Vec::new();
+        let mut chunk = Vec::with_capacity(ingest::CHUNK);
+        let read = read_tar(reader, limit, |name, bytes| {
+            if names.len() == max_files {
+                return Err(TarError::TooMany);
+            }
+            chunk.push((bytes, file_meta(&meta, &name)));
+            names.push(name);
+            if chunk.len() == ingest::CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(ingest::CHUNK));
+                // The receiver is gone only when the request failed or was dropped.
+                sender
+                    .blocking_send(Ok(full))
+                    .map_err(|_| TarError::Stopped)?;
+            }
+            Ok(())
+        });
+        let last = match read {
+            Ok(_) if names.is_empty() => Err(no_files()),
+            Ok(skipped) => Ok(skipped),
+            Err(TarError::TooMany) => Err(too_many(max_files)),
+            Err(TarError::Stopped) => return (names, 0),
+            Err(TarError::Malformed(_)) if over_limit.load(Ordering::Relaxed) => Err(too_large()),
+            Err(TarError::Malformed(e)) => Err(Error::BadRequest(format!(
+                "the body is not a readable tar archive: {e}"
+            ))),
+        };
+        let skipped = match last {
+            Ok(skipped) => {
+                if !chunk.is_empty() {
+                    let _ = sender.blocking_send(Ok(chunk));
+                }
+                skipped
+            }
+            Err(e) => {
+                let _ = sender.blocking_send(Err(e));
+                0
+            }
+        };
+        (names, skipped)
+    });
+    let stored = ingest::ingest_stream(&ctx.pool, chunks, options).await?;
+    let (names, skipped) = reading.await.map_err(|e| Error::Internal(e.into()))?;
+    Ok((names, stored, skipped))
+}
+
 enum TarError {
     TooMany,
+    /// The receiver of the files is gone (the request failed or was dropped).
+    Stopped,
     Malformed(std::io::Error),
 }
 
@@ -242,17 +337,19 @@ impl From<std::io::Error> for TarError {
     }
 }
 
-/// Appends the `.onnx` regular files of a tar archive to `files`, refusing more than `max`;
-/// returns how many other entries were skipped. The files are slices of `body`, not copies.
+/// Hands each `.onnx` regular file of a tar archive to `on_file` as it is read; returns how
+/// many other entries were skipped. A header's size is the sender's word: no file is given
+/// more than `max_bytes` of memory up front, and one that ends early is refused.
 fn read_tar(
-    body: &Bytes,
-    max: usize,
-    files: &mut Vec<(String, Bytes)>,
+    body: impl std::io::Read,
+    max_bytes: usize,
+    mut on_file: impl FnMut(String, Bytes) -> std::result::Result<(), TarError>,
 ) -> std::result::Result<usize, TarError> {
+    use std::io::Read;
     let mut skipped = 0;
-    let mut archive = tar::Archive::new(std::io::Cursor::new(&body[..]));
-    for entry in archive.entries_with_seek()? {
-        let entry = entry?;
+    let mut archive = tar::Archive::new(body);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
         let path = entry.path()?.to_string_lossy().into_owned();
         if entry.header().entry_type().is_dir() {
             continue;
@@ -261,21 +358,16 @@ fn read_tar(
             skipped += 1;
             continue;
         }
-        if files.len() == max {
-            return Err(TarError::TooMany);
+        let size = entry.size();
+        let mut data = Vec::with_capacity(size.min(max_bytes as u64) as usize);
+        entry.read_to_end(&mut data)?;
+        if data.len() as u64 != size {
+            return Err(TarError::Malformed(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the archive ends inside `{path}`"),
+            )));
         }
-        // The header's size is the sender's word: the data must lie within the body.
-        let start = entry.raw_file_position();
-        let end = start
-            .checked_add(entry.size())
-            .filter(|&end| end <= body.len() as u64)
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("the archive ends inside `{path}`"),
-                )
-            })?;
-        files.push((path, body.slice(start as usize..end as usize)));
+        on_file(path, data.into())?;
     }
     Ok(skipped)
 }
@@ -303,27 +395,40 @@ mod tests {
         builder.into_inner().unwrap()
     }
 
+    /// The `.onnx` files of `body` (name, length) and the skipped count, or the error.
+    fn files_of(body: &[u8]) -> std::result::Result<(Vec<(String, usize)>, usize), TarError> {
+        let mut files = Vec::new();
+        let skipped = read_tar(body, 1 << 20, |name, bytes| {
+            files.push((name, bytes.len()));
+            Ok(())
+        })?;
+        Ok((files, skipped))
+    }
+
     #[test]
     fn tar_entries_other_than_onnx_files_are_skipped() {
         let body = tar_of(&[("a/x.onnx", b"xx"), ("README.md", b"hi"), ("y.onnx", b"y")]);
-        let mut files = Vec::new();
-        let body = Bytes::from(body);
-        let skipped = read_tar(&body, 10, &mut files).ok().unwrap();
+        let (files, skipped) = files_of(&body).ok().unwrap();
         assert_eq!(skipped, 1);
-        let names: Vec<_> = files.iter().map(|(n, b)| (n.as_str(), b.len())).collect();
-        assert_eq!(names, [("a/x.onnx", 2), ("y.onnx", 1)]);
-        assert!(matches!(
-            read_tar(&body, 1, &mut Vec::new()),
+        assert_eq!(
+            files,
+            [("a/x.onnx".to_string(), 2), ("y.onnx".to_string(), 1)]
+        );
+        // `on_file` stops the reading.
+        let mut seen = 0;
+        let stopped = read_tar(&body[..], 1 << 20, |_, _| {
+            seen += 1;
             Err(TarError::TooMany)
-        ));
+        });
+        assert!(matches!(stopped, Err(TarError::TooMany)));
+        assert_eq!(seen, 1);
         assert!(matches!(
-            read_tar(&Bytes::from_static(&[b'x'; 1024]), 10, &mut Vec::new()),
+            files_of(&[b'x'; 1024]),
             Err(TarError::Malformed(_))
         ));
         // A header that promises more data than the body holds.
-        let cut = body.slice(..512 + 1);
         assert!(matches!(
-            read_tar(&cut, 10, &mut Vec::new()),
+            files_of(&body[..512 + 1]),
             Err(TarError::Malformed(_))
         ));
     }

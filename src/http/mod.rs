@@ -367,6 +367,26 @@ where
     (schemas, paths, router)
 }
 
+/// The body limit of a route wrapped in [`body_limit`]`(max, …)`, for handlers that read the
+/// body as a stream (the extractors apply it themselves).
+fn body_limit_of(request: &Request, max: usize) -> usize {
+    request
+        .extensions()
+        .get::<MaxBody>()
+        .map_or(max, |m| m.0.min(max))
+}
+
+/// The request's `Content-Length`, when it has a valid one.
+fn content_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Whether the request's `Content-Type` is `mime` (parameters such as `; charset` allowed).
 fn has_content_type(request: &Request, mime: &str) -> bool {
     request

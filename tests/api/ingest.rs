@@ -413,6 +413,98 @@ async fn a_failed_transaction_leaves_nothing_of_the_batch() {
     assert!(count(&app, "architectures").await > 0);
 }
 
+/// A tar batch is parsed while it arrives: a cap or a malformed archive met only after whole
+/// chunks were parsed and stored in the transaction still leaves nothing of the batch.
+#[tokio::test]
+async fn tar_batches_refused_late_leave_nothing() {
+    let n = archdb::ingest::CHUNK + 5;
+    let files = nb201_files(n);
+    let body = tar(&files);
+    let app = spawn_app_with(ServeConfig {
+        max_batch_files: n - 1,
+        max_upload_bytes: body.len() - 4096,
+        ..Default::default()
+    })
+    .await;
+    let nothing_stored = || async {
+        for table in [
+            "architectures",
+            "architecture_graphs",
+            "architecture_onnx",
+            "architecture_aliases",
+        ] {
+            assert_eq!(count(&app, table).await, 0, "{table}");
+        }
+    };
+    let within = tar(&files[..n - 1]);
+    assert!(within.len() < body.len() - 4096);
+
+    // Sent without a length (chunked), so that only the server's count of the bytes can stop it.
+    let chunked = |body: Vec<u8>| {
+        let parts: Vec<Result<Vec<u8>, std::io::Error>> =
+            body.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+        reqwest::Body::wrap_stream(futures_util::stream::iter(parts))
+    };
+    let resp = app
+        .client
+        .post(app.url("/v1/architectures/batch"))
+        .header("content-type", "application/x-tar")
+        .body(chunked(body.clone()))
+        .send()
+        .await
+        .unwrap();
+    let (status, ct, problem) = answer(resp).await;
+    assert_eq!(
+        (status, ct.as_str()),
+        (413, "application/problem+json"),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains("larger than"),
+        "{problem}"
+    );
+    nothing_stored().await;
+
+    // One file over the cap, met after the first chunk was stored.
+    let mut over = files[..n - 1].to_vec();
+    over.push(("last.onnx".into(), b"not read".to_vec()));
+    let (status, _, problem) = post_tar(&app, "", tar(&over)).await;
+    assert_eq!(status, 413, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("at most"),
+        "{problem}"
+    );
+    nothing_stored().await;
+
+    // An archive cut inside its last file.
+    let (status, _, problem) = post_tar(&app, "", within[..within.len() - 3000].to_vec()).await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("tar"),
+        "{problem}"
+    );
+    nothing_stored().await;
+
+    // The files within the caps, streamed too, all go in.
+    let resp = app
+        .client
+        .post(app.url("/v1/architectures/batch"))
+        .header("content-type", "application/x-tar")
+        .body(chunked(within))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, report) = answer(resp).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    let stored = report["created"].as_i64().unwrap() + report["existing"].as_i64().unwrap();
+    assert_eq!(stored as usize, n - 1);
+    assert_eq!(
+        count(&app, "architectures").await,
+        report["created"].as_i64().unwrap()
+    );
+}
+
 #[tokio::test]
 async fn batches_need_the_write_token() {
     let app = spawn_app_with(ServeConfig {
