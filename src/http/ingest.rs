@@ -18,6 +18,11 @@ use crate::db::architectures::NewArchitecture;
 use crate::graph::BuildOptions;
 use crate::ingest::{self, Stored};
 
+/// A tar batch's files go to the parser when this many bytes have arrived (or
+/// [`ingest::CHUNK`] files): big models start parsing early too, and the memory a batch holds
+/// stays a few chunks whatever its size.
+const CHUNK_BYTES: usize = 8 << 20;
+
 /// Largest batch body; the server-wide `--max-upload-bytes` (64 MiB by default) caps it further.
 const MAX_BATCH_BYTES: usize = 1 << 30;
 
@@ -235,9 +240,10 @@ fn no_files() -> Error {
 }
 
 /// Ingests a tar body as it arrives: a blocking thread reads the archive from the body stream
-/// and hands its `.onnx` files on in chunks of [`ingest::CHUNK`], which are parsed while the
-/// rest is still being received. The body is never held whole, so a batch costs a few chunks of
-/// memory whatever its size. Returns the files' names, their outcomes and the skipped entries.
+/// and hands its `.onnx` files on in chunks (of [`ingest::CHUNK`] files or [`CHUNK_BYTES`]),
+/// which are parsed while the rest is still being received. The body is never held whole, so a
+/// batch costs a few chunks of memory whatever its size. Returns the files' names, their
+/// outcomes and the skipped entries.
 async fn ingest_tar(
     ctx: &ApiContext,
     meta: NewArchitecture,
@@ -280,13 +286,16 @@ async fn ingest_tar(
     let reading = tokio::task::spawn_blocking(move || {
         let mut names = Vec::new();
         let mut chunk = Vec::with_capacity(ingest::CHUNK);
+        let mut chunk_bytes = 0;
         let read = read_tar(reader, limit, |name, bytes| {
             if names.len() == max_files {
                 return Err(TarError::TooMany);
             }
+            chunk_bytes += bytes.len();
             chunk.push((bytes, file_meta(&meta, &name)));
             names.push(name);
-            if chunk.len() == ingest::CHUNK {
+            if chunk.len() == ingest::CHUNK || chunk_bytes >= CHUNK_BYTES {
+                chunk_bytes = 0;
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(ingest::CHUNK));
                 // The receiver is gone only when the request failed or was dropped.
                 sender

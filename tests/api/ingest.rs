@@ -505,6 +505,38 @@ async fn tar_batches_refused_late_leave_nothing() {
     );
 }
 
+/// The torchvision exports of the zoo (20 files, 9 MB) pass the 8 MiB mark at which a tar
+/// batch hands its files to the parser before the 128th: every file arrives once, in order.
+#[tokio::test]
+async fn a_tar_of_large_models_crosses_a_chunk_boundary_intact() {
+    let app = spawn_app().await;
+    let manifest: Value =
+        serde_json::from_slice(&fixture("zoo/manifest.json")).expect("zoo manifest");
+    let files: Vec<(String, Vec<u8>)> = manifest["files"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v["source"] == "torchvision")
+        .map(|(name, _)| (name.clone(), fixture(&format!("zoo/{name}"))))
+        .collect();
+    let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+    assert!(
+        files.len() == 20 && total > 8 << 20,
+        "{} files, {total} bytes",
+        files.len()
+    );
+    let (status, _, report) = post_tar(&app, "?family=zoo", tar(&files)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    let names: Vec<&str> = outcomes(&report).iter().map(|(file, _)| *file).collect();
+    let sent: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, sent);
+    assert_eq!(
+        count(&app, "architectures").await,
+        report["created"].as_i64().unwrap()
+    );
+}
+
 #[tokio::test]
 async fn batches_need_the_write_token() {
     let app = spawn_app_with(ServeConfig {
