@@ -19,9 +19,10 @@ use crate::graph::BuildOptions;
 use crate::ingest::{self, Stored};
 
 /// A tar batch's files go to the parser when this many bytes have arrived (or
-/// [`ingest::CHUNK`] files): big models start parsing early too, and the memory a batch holds
-/// stays a few chunks whatever its size.
-const CHUNK_BYTES: usize = 8 << 20;
+/// [`ingest::CHUNK`] files), so that the memory a batch holds stays a few chunks whatever its
+/// size. Chunks are parsed one after the other, so a chunk of a few big models leaves cores
+/// idle: with 8 MiB, the 14 MB torchvision bench set fell from 2.9× the Python peer to 2.3×.
+const CHUNK_BYTES: usize = 32 << 20;
 
 /// Largest batch body; the server-wide `--max-upload-bytes` (64 MiB by default) caps it further.
 const MAX_BATCH_BYTES: usize = 1 << 30;

@@ -505,10 +505,10 @@ async fn tar_batches_refused_late_leave_nothing() {
     );
 }
 
-/// The torchvision exports of the zoo (20 files, 9 MB) pass the 8 MiB mark at which a tar
-/// batch hands its files to the parser before the 128th: every file arrives once, in order.
+/// The torchvision exports of the zoo (20 files, 9 MB), streamed as a tar: every file arrives
+/// once, in order.
 #[tokio::test]
-async fn a_tar_of_large_models_crosses_a_chunk_boundary_intact() {
+async fn a_tar_of_real_models_arrives_whole_and_in_order() {
     let app = spawn_app().await;
     let manifest: Value =
         serde_json::from_slice(&fixture("zoo/manifest.json")).expect("zoo manifest");
