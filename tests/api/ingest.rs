@@ -113,6 +113,18 @@ async fn count(app: &TestApp, table: &str) -> i64 {
         .unwrap()
 }
 
+/// No row of any table an upload writes.
+async fn assert_nothing_stored(app: &TestApp) {
+    for table in [
+        "architectures",
+        "architecture_graphs",
+        "architecture_onnx",
+        "architecture_aliases",
+    ] {
+        assert_eq!(count(app, table).await, 0, "{table}");
+    }
+}
+
 fn outcomes(report: &Value) -> Vec<(&str, &str)> {
     report["items"]
         .as_array()
@@ -399,14 +411,7 @@ async fn a_failed_transaction_leaves_nothing_of_the_batch() {
     let (status, ct, problem) = post_form(&app, "", form(&files)).await;
     assert_eq!(status, 500, "{problem}");
     assert_eq!(ct, "application/problem+json");
-    for table in [
-        "architectures",
-        "architecture_graphs",
-        "architecture_onnx",
-        "architecture_aliases",
-    ] {
-        assert_eq!(count(&app, table).await, 0, "{table}");
-    }
+    assert_nothing_stored(&app).await;
     // Without the refused name the same files go in.
     let (status, _, report) = post_form(&app, "", form(&files[..n - 1])).await;
     assert_eq!(status, 200, "{report}");
@@ -426,16 +431,6 @@ async fn tar_batches_refused_late_leave_nothing() {
         ..Default::default()
     })
     .await;
-    let nothing_stored = || async {
-        for table in [
-            "architectures",
-            "architecture_graphs",
-            "architecture_onnx",
-            "architecture_aliases",
-        ] {
-            assert_eq!(count(&app, table).await, 0, "{table}");
-        }
-    };
     let within = tar(&files[..n - 1]);
     assert!(within.len() < body.len() - 4096);
 
@@ -463,7 +458,7 @@ async fn tar_batches_refused_late_leave_nothing() {
         problem["detail"].as_str().unwrap().contains("larger than"),
         "{problem}"
     );
-    nothing_stored().await;
+    assert_nothing_stored(&app).await;
 
     // One file over the cap, met after the first chunk was stored.
     let mut over = files[..n - 1].to_vec();
@@ -474,7 +469,7 @@ async fn tar_batches_refused_late_leave_nothing() {
         problem["detail"].as_str().unwrap().contains("at most"),
         "{problem}"
     );
-    nothing_stored().await;
+    assert_nothing_stored(&app).await;
 
     // An archive cut inside its last file.
     let (status, _, problem) = post_tar(&app, "", within[..within.len() - 3000].to_vec()).await;
@@ -483,7 +478,7 @@ async fn tar_batches_refused_late_leave_nothing() {
         problem["detail"].as_str().unwrap().contains("tar"),
         "{problem}"
     );
-    nothing_stored().await;
+    assert_nothing_stored(&app).await;
 
     // The files within the caps, streamed too, all go in.
     let resp = app
