@@ -108,16 +108,15 @@ pub async fn ingest_batch(
     metas: Vec<NewArchitecture>,
     options: BuildOptions,
 ) -> sqlx::Result<Vec<Stored>> {
-    let (sender, chunks) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let mut items = files.into_iter().zip(metas);
-        loop {
-            let chunk: Vec<_> = items.by_ref().take(CHUNK).collect();
-            if chunk.is_empty() || sender.send(Ok(chunk)).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (sender, chunks) = tokio::sync::mpsc::channel(files.len().div_ceil(CHUNK).max(1));
+    let mut items = files.into_iter().zip(metas).peekable();
+    while items.peek().is_some() {
+        let chunk = items.by_ref().take(CHUNK).collect();
+        sender
+            .try_send(Ok(chunk))
+            .expect("the channel has room for every chunk");
+    }
+    drop(sender);
     ingest_stream(pool, chunks, options).await
 }
 

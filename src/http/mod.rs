@@ -358,9 +358,9 @@ where
 {
     let (schemas, paths, router) = route;
     let router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
-        let server = req.extensions().get::<MaxBody>().map_or(max, |m| m.0);
+        let limit = body_limit_of(&req, max);
         tower::ServiceExt::oneshot(
-            tower::Layer::layer(&DefaultBodyLimit::max(max.min(server)), next),
+            tower::Layer::layer(&DefaultBodyLimit::max(limit), next),
             req,
         )
     }));
